@@ -1,0 +1,31 @@
+"""imgrec: an image-recognition workbench on Keras 3.
+
+The public API is imported on first use, so that ``import imgrec`` (and the command
+line's ``--help``) stays fast and does not start TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+# TensorFlow's C++ start-up notices (CPU features, oneDNN) are noise for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+_API = {
+    "predict": "imgrec.prediction",
+    "load_model": "imgrec.models.loading",
+    "save_model": "imgrec.models.loading",
+    "load_image": "imgrec.images",
+    "zoo_table": "imgrec.models.zoo",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'imgrec' has no attribute {name!r}")

@@ -1,0 +1,193 @@
+"""Safe image loading: every image imgrec reads goes through ``load_image``.
+
+The same function serves the command line, training on folders of user photos and a
+web server that receives hostile uploads, so it has to be strict and predictable:
+
+- the format is sniffed from the content, never from the extension, and only a short
+  allow-list of common formats is accepted, which keeps Pillow's rarer decoders (and
+  their bugs) out of reach of uploads;
+- the pixel count in the header is checked against a cap before any pixel is decoded,
+  so a small file claiming a huge canvas (a decompression bomb) costs nothing;
+- every way of failing (missing, empty, not an image, truncated, corrupt, too large)
+  raises one :class:`~imgrec.errors.ImageError` whose message starts with the file's
+  name and chains Pillow's own exception;
+- the result is always a uint8 array in a fixed layout: the first frame of an animated
+  image, turned upright from its EXIF orientation, with transparency composited over
+  white and 16-bit data scaled (not clipped) to 8 bits.
+
+Pillow's global settings (``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``)
+and the process's warning filters are left alone: they belong to the application, and
+changing them here would race with other threads decoding at the same time.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgrec.errors import ImageError
+
+# A 48-megapixel phone photo (8000 x 6000) fits. At the cap a decoded image takes 150 MB
+# as RGB and a few times that while transparency is composited, which a server decoding
+# several uploads at once can afford. Pillow only warns at 89 MP. Cameras above 50 MP
+# need an explicit ``max_pixels``.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# Pillow's names. "PPM" covers PBM, PGM and PPM; "JPEG" also opens MPO photos (cameras
+# that store a second picture), of which the first frame is the main photo.
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+
+_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+_OUTPUT_MODES = ("RGB", "L")
+
+
+def load_image(
+    source: str | os.PathLike | bytes | bytearray,
+    *,
+    mode: str = "RGB",
+    max_pixels: int | None = None,
+    name: str | None = None,
+) -> np.ndarray:
+    """Read an image file or an upload's bytes into a uint8 array.
+
+    Transparent and partly transparent pixels are composited over a white background:
+    most pictures with an alpha channel are logos or cut-out objects drawn for a light
+    page, and black would turn dark outlines into a silhouette.
+
+    Args:
+        source: A path, or the raw bytes of an image (an upload). The format is read
+            from the content; the file's extension is ignored.
+        mode: ``"RGB"`` for an H x W x 3 array, or ``"L"`` for an H x W x 1 array of
+            Pillow's luminance of the RGB result.
+        max_pixels: The largest width x height accepted, checked before decoding.
+            Defaults to ``DEFAULT_MAX_PIXELS``. Pillow's own hard limit, twice
+            ``Image.MAX_IMAGE_PIXELS``, still applies.
+        name: How error messages name the input. Defaults to the path, or to
+            ``"<bytes>"`` for bytes; pass the upload's filename.
+
+    Returns:
+        A new uint8 array, H x W x 3 or H x W x 1, of the image's first frame turned
+        upright from its EXIF orientation.
+
+    Raises:
+        ValueError: ``mode`` is not ``"RGB"`` or ``"L"``, or ``max_pixels`` is below 1.
+        ImageError: The file is missing or unreadable, empty, not an image in a
+            supported format, truncated or corrupt, or larger than ``max_pixels``. The
+            message starts with the input's name; the cause is chained.
+    """
+    if mode not in _OUTPUT_MODES:
+        raise ValueError(f"mode must be one of {_OUTPUT_MODES}, got {mode!r}")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if limit < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {limit}")
+
+    if isinstance(source, bytes | bytearray):
+        rgb = _decode_rgb(io.BytesIO(source), name or "<bytes>", limit)
+    else:
+        label = name or os.fsdecode(source)
+        try:
+            with open(source, "rb") as fp:
+                rgb = _decode_rgb(fp, label, limit)
+        except OSError as e:  # only the file system's: decoding raises ImageError
+            reason = "no such file" if isinstance(e, FileNotFoundError) else "cannot read it"
+            raise ImageError(f"{label}: {reason} ({e.strerror or e})") from e
+
+    if mode == "L":
+        return np.array(rgb.convert("L"), dtype=np.uint8)[..., np.newaxis]
+    return np.array(rgb, dtype=np.uint8)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether a folder scan should pick up ``path``, judged by its extension only.
+
+    This is the cheap filter used when listing folders; ``load_image`` still sniffs
+    the content. Hidden files are skipped: they are editor backups and macOS's
+    ``._photo.jpg`` resource forks, which carry an image extension but no image.
+
+    Args:
+        path: A file name or path; the file is not opened.
+
+    Returns:
+        True for a non-hidden name ending in an image extension (case-insensitive).
+    """
+    path = Path(path)
+    return not path.name.startswith(".") and path.suffix.lower() in _EXTENSIONS
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image file under ``folder`` (recursively), sorted, hidden files skipped.
+
+    Raises:
+        ImageError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a folder")
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and is_image_file(p) and not _hidden(p.relative_to(folder))
+    )
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _decode_rgb(fp: IO[bytes], label: str, limit: int) -> Image.Image:
+    """Decode the first frame of ``fp`` into an upright, opaque RGB image."""
+    if not fp.read(1):
+        raise ImageError(f"{label}: the file is empty")
+    fp.seek(0)
+    try:
+        with Image.open(fp, formats=_FORMATS) as im:
+            width, height = im.size
+            if width * height > limit:
+                raise ImageError(
+                    f"{label}: the image is too large ({width} x {height} = "
+                    f"{width * height:,} pixels, the limit is {limit:,})"
+                )
+            im.seek(0)  # animated GIF/PNG/WEBP, multi-page TIFF: the first frame
+            # Pillow decodes lazily: load here, so that truncated data fails in this try.
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            return _to_rgb(im)
+    except (ImageError, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # The warning arrives as an exception only where the application made it one.
+        raise ImageError(f"{label}: the image is too large ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(
+            f"{label}: not an image, or not in a supported format ({', '.join(_FORMATS)})"
+        ) from e
+    except Exception as e:
+        # Pillow's decoders fail on hostile data with OSError, SyntaxError, ValueError,
+        # EOFError and more (its own fuzzers catch Exception); for the caller all of them
+        # mean the same thing.
+        raise ImageError(f"{label}: cannot decode it, truncated or corrupt data ({e})") from e
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any of Pillow's modes to 8-bit RGB, compositing transparency over white.
+
+    32-bit float ("F") is read as 0-255 and clipped, Pillow's convention.
+    """
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        # 16-bit greyscale (PNG, TIFF, and PGM, which Pillow opens as 32-bit "I"):
+        # Pillow's own conversion clips to 255, turning everything above 255 white.
+        grey = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        im = Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8))
+    if im.has_transparency_data:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")

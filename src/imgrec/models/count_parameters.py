@@ -1,0 +1,30 @@
+"""Build every zoo network once and print its parameters and depth as JSON.
+
+Run as ``python -m imgrec.models.count_parameters``; ``zoo.parameter_counts`` calls it
+in a child process so that the caller never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+
+from imgrec.models.pretrained import build_architecture
+from imgrec.models.zoo import ZOO
+
+
+def main() -> None:
+    counts = {}
+    for entry in ZOO:
+        model = build_architecture(entry)
+        counts[entry.name] = {
+            "parameters": int(model.count_params()),
+            "depth": sum(1 for layer in model.layers if layer.weights),
+        }
+        del model
+        gc.collect()
+    print(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Load a model by zoo name or ``.keras`` file, and save one with imgrec's metadata.
+
+A ``.keras`` file is a zip that Keras writes (config, weights, optimizer state);
+imgrec adds one member, ``imgrec.json``, holding the ``ModelInfo`` (class names,
+preprocessing, origin). Keras ignores the extra member, so the file stays an
+ordinary Keras model for anyone else. Files are loaded with ``safe_mode=True``:
+a ``Lambda`` layer's pickled code is refused, never run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import keras
+
+from imgrec.errors import ModelError
+from imgrec.models.labels import imagenet_class_names
+from imgrec.models.metadata import ModelInfo, attach_info, model_info
+from imgrec.models.preprocessing import Preprocessing
+from imgrec.models.pretrained import load_pretrained
+from imgrec.models.zoo import DEFAULT_MODEL
+from imgrec.storage import atomic_path
+
+METADATA_MEMBER = "imgrec.json"
+
+
+def load_model(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    compile: bool = False,
+) -> keras.Model:
+    """A ready-to-use model with its ``ModelInfo``, from a zoo name or a ``.keras`` file.
+
+    Args:
+        model: a zoo name (``"mobilenet_v2"``) or a path to a ``.keras`` file.
+        weights: for zoo names only, a weights file to use (see ``load_pretrained``).
+        compile: restore the loss, metrics and optimizer too (for resuming training).
+
+    Raises:
+        ModelError: unknown name, or a file that is missing, unsafe or not a model.
+        WeightsError: a zoo network's weights cannot be found.
+    """
+    if str(model).endswith(".keras"):
+        if weights is not None:
+            raise ModelError(f"{model}: --weights applies to zoo networks, not to model files")
+        return load_keras_file(model, compile=compile)
+    return load_pretrained(str(model), weights)
+
+
+def load_keras_file(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file safely; attach its imgrec metadata, or a stated guess."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a .keras model file (it is not a zip archive)")
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as err:  # Keras raises many types for bad files; name the file
+        raise ModelError(f"{path}: cannot load this model ({err})") from err
+    return attach_info(model, _read_info(path, model))
+
+
+def _read_info(path: Path, model: keras.Model) -> ModelInfo:
+    with zipfile.ZipFile(path) as archive:
+        if METADATA_MEMBER in archive.namelist():
+            try:
+                return ModelInfo.from_config(json.loads(archive.read(METADATA_MEMBER)))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ModelError(f"{path}: damaged imgrec metadata ({err})") from err
+    # A model saved by plain Keras: say what is assumed instead of guessing silently.
+    height, width = model.input_shape[1:3]
+    classes = model.output_shape[-1]
+    names = (
+        imagenet_class_names() if classes == 1000 else tuple(f"class {i}" for i in range(classes))
+    )
+    preprocessing = Preprocessing(size=(height, width), scale=1 / 255, name="assumed:rescale")
+    return ModelInfo(path.name, names, preprocessing, f"{path} (no imgrec metadata)")
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """Save ``model`` with its ``ModelInfo`` as one ``.keras`` file, atomically.
+
+    Raises:
+        ModelError: ``path`` does not end in ``.keras``, or the model has no ModelInfo.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelError(f"{path}: a model file must end in .keras")
+    info = model_info(model)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(METADATA_MEMBER, json.dumps(info.to_config(), indent=1))
+    return path

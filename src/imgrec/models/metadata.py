@@ -1,0 +1,72 @@
+"""What imgrec knows about a model beyond its layers: class names, preprocessing, origin.
+
+A model stays a plain ``keras.Model``; this record rides along as an attribute, and
+inside the ``.keras`` file when the model is saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from imgrec.errors import ModelError
+from imgrec.models.preprocessing import Preprocessing
+
+_ATTRIBUTE = "_imgrec_info"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model needs besides its weights to give answers people can read.
+
+    Args:
+        name: the model's name for people ("MobileNetV2", or a file name).
+        class_names: one name per output unit.
+        preprocessing: how to turn a photo into the model's input.
+        weights: where the weights came from ("offline package fdet-...", a path, ...).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    weights: str
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "preprocessing": self.preprocessing.to_config(),
+            "weights": self.weights,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ModelInfo:
+        return cls(
+            name=config["name"],
+            class_names=tuple(config["class_names"]),
+            preprocessing=Preprocessing.from_config(config["preprocessing"]),
+            weights=config["weights"],
+        )
+
+
+def attach_info(model: keras.Model, info: ModelInfo) -> keras.Model:
+    """Record ``info`` on ``model`` and return the model."""
+    object.__setattr__(model, _ATTRIBUTE, info)
+    return model
+
+
+def model_info(model: keras.Model) -> ModelInfo:
+    """The ``ModelInfo`` recorded on ``model``.
+
+    Raises:
+        ModelError: the model was not built or loaded by imgrec.
+    """
+    info = getattr(model, _ATTRIBUTE, None)
+    if info is None:
+        raise ModelError(
+            f"model {model.name!r} carries no imgrec metadata (class names, preprocessing); "
+            "build it with imgrec.load_model"
+        )
+    return info

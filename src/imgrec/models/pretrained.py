@@ -1,0 +1,161 @@
+"""Zoo networks with their ImageNet weights, resolved the way a user expects.
+
+The order: a weights file the user names; Keras's cache (``~/.keras/models``); a
+download, when the weights host answers; an offline package that carries
+PyTorch weights (converted once into Keras's layout and cached under
+``imgrec_home()/weights``). Preprocessing follows where the weights came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from imgrec.errors import WeightsError
+from imgrec.models.efficientnet_lite import (
+    EfficientNetLite0,
+    lite_preprocessing,
+    load_torch_state_dict,
+)
+from imgrec.models.labels import imagenet_class_names
+from imgrec.models.metadata import ModelInfo, attach_info
+from imgrec.models.mobilenet_v2 import MobileNetV2Torchvision, load_torchvision_state_dict
+from imgrec.models.preprocessing import Preprocessing, keras_imagenet, torchvision_imagenet
+from imgrec.models.torch_weights import load_state_dict
+from imgrec.models.zoo import (
+    ZooEntry,
+    get_entry,
+    keras_cached_weights,
+    missing_weights_message,
+    weights_host_reachable,
+)
+from imgrec.storage import atomic_path, imgrec_home
+
+DOWNLOAD_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class _TorchArchitecture:
+    """A Keras architecture that takes a PyTorch state dict, and its preprocessing."""
+
+    build: Callable[[], keras.Model]
+    load_state_dict: Callable[[keras.Model, dict[str, np.ndarray]], None]
+    preprocessing: Callable[[], Preprocessing]
+
+
+_TORCH_ARCHITECTURES = {
+    "mobilenet_v2": _TorchArchitecture(
+        MobileNetV2Torchvision, load_torchvision_state_dict, torchvision_imagenet
+    ),
+    "efficientnet_lite0": _TorchArchitecture(
+        EfficientNetLite0, load_torch_state_dict, lite_preprocessing
+    ),
+}
+
+
+def build_architecture(entry: ZooEntry) -> keras.Model:
+    """The network of ``entry`` with Keras's own layers and no weights."""
+    if entry.keras_builder is None:
+        return _TORCH_ARCHITECTURES[entry.name].build()
+    return getattr(keras.applications, entry.keras_builder)(weights=None)
+
+
+def load_pretrained(name: str, weights: str | Path | None = None) -> keras.Model:
+    """A zoo network with ImageNet weights and its ``ModelInfo`` attached.
+
+    Args:
+        name: a zoo name (``imgrec zoo`` lists them), e.g. ``"mobilenet_v2"``.
+        weights: a weights file to use instead of looking for one: Keras weights
+            (``.h5``, ``.weights.h5``) or, for networks with a PyTorch
+            converter, a PyTorch state dict (``.pth``).
+
+    Raises:
+        ModelError: unknown name.
+        WeightsError: no weights to be had; the message names the file to get and
+            the folder to put it in.
+    """
+    entry = get_entry(name)
+    if weights is not None:
+        return _from_user_file(entry, Path(weights))
+    cached = keras_cached_weights(entry)
+    if cached is not None:
+        return _with_keras_weights(entry, str(cached), f"Keras cache ({cached})")
+    if entry.keras_weights_file and weights_host_reachable():
+        try:
+            return _download(entry)
+        except WeightsError as err:
+            if entry.offline is None:
+                raise
+            print(f"imgrec: {err}; using the offline package instead", file=sys.stderr)
+    offline_file = entry.offline.path() if entry.offline else None
+    if offline_file is not None:
+        description = f"offline package {entry.offline.package} ({entry.offline.description})"
+        return _with_torch_weights(entry, offline_file, description)
+    raise WeightsError(missing_weights_message(entry))
+
+
+def _info(entry: ZooEntry, preprocessing: Preprocessing, origin: str) -> ModelInfo:
+    return ModelInfo(entry.display_name, imagenet_class_names(), preprocessing, origin)
+
+
+def _with_keras_weights(entry: ZooEntry, weights: str, origin: str) -> keras.Model:
+    if entry.keras_builder is None:
+        raise WeightsError(f"{entry.display_name} has no Keras weights; pass a .pth file")
+    try:
+        model = getattr(keras.applications, entry.keras_builder)(weights=weights)
+    except (ValueError, OSError) as err:
+        raise WeightsError(
+            f"{weights}: not usable as {entry.display_name} weights ({err})"
+        ) from err
+    preprocessing = keras_imagenet(entry.keras_preprocessing, entry.input_size)
+    return attach_info(model, _info(entry, preprocessing, origin))
+
+
+def _download(entry: ZooEntry) -> keras.Model:
+    """Let Keras fetch its weights into its cache, with a timeout on the socket."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return _with_keras_weights(entry, "imagenet", "download (now in the Keras cache)")
+    except Exception as err:  # Keras wraps network failures in a plain Exception
+        if isinstance(err, WeightsError):
+            raise
+        raise WeightsError(f"downloading {entry.keras_weights_file} failed ({err})") from err
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _from_user_file(entry: ZooEntry, path: Path) -> keras.Model:
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".pth":
+        return _with_torch_weights(entry, path, f"PyTorch weights {path}")
+    return _with_keras_weights(entry, str(path), f"Keras weights {path}")
+
+
+def _with_torch_weights(entry: ZooEntry, pth: Path, origin: str) -> keras.Model:
+    """Build the Keras twin of a PyTorch network, converting ``pth`` once and caching it."""
+    architecture = _TORCH_ARCHITECTURES.get(entry.name)
+    if architecture is None:
+        raise WeightsError(f"{pth}: imgrec has no PyTorch converter for {entry.display_name}")
+    model = architecture.build()
+    converted = _converted_path(entry, pth)
+    try:
+        model.load_weights(converted)
+    except (OSError, ValueError):  # not converted yet, or a damaged cache file
+        architecture.load_state_dict(model, load_state_dict(pth))
+        with atomic_path(converted) as tmp:
+            model.save_weights(tmp)
+    return attach_info(model, _info(entry, architecture.preprocessing(), origin))
+
+
+def _converted_path(entry: ZooEntry, pth: Path) -> Path:
+    digest = hashlib.sha256(pth.read_bytes()).hexdigest()[:16]
+    return imgrec_home() / "weights" / f"{entry.name}-{digest}.weights.h5"
