@@ -101,6 +101,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        classified = [r for r in results if "error" not in r]
+        if classified and not args.quiet:
+            print(f"{classified[0]['model']}, weights: {classified[0]['weights']}\n")
         for result in results:
             _print_prediction(result)
     failed = [r for r in results if "error" in r]
@@ -162,13 +165,16 @@ def _run_zoo(args: argparse.Namespace) -> int:
     ]
     titles = [title for title, _, _ in columns]
     widths = [max(len(title), *(len(r[i]) for r in cells)) for i, title in enumerate(titles)]
-    print("  ".join(title.ljust(w) for title, w in zip(titles, widths, strict=True)))
-    for r in cells:
+    for line in [titles, *cells]:
+        padded = [
+            cell.ljust(w) if i in (0, len(line) - 1) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        print("  ".join(padded).rstrip())
+    if not args.quiet and any(row["weights"] == "unavailable" for row in rows):
         print(
-            "  ".join(
-                cell.ljust(w) if i in (0, len(columns) - 1) else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(r, widths, strict=True))
-            )
+            "\nunavailable: no internet and no file in the Keras cache; "
+            "'imgrec predict --model NAME' names the file to get."
         )
     return 0
 

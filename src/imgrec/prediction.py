@@ -54,7 +54,8 @@ def predict(
         weights: for a zoo name, a weights file to use instead of looking for one.
 
     Returns:
-        One dict per image: ``image`` (its path, or ``array[i]``), ``model``, ``top``
+        One dict per image: ``image`` (its path, or ``array[i]``), ``model``,
+        ``weights`` (where the weights came from), ``top``
         (a list of ``{"rank", "class", "index", "probability"}``), ``time_ms`` and
         ``fps`` of the network's forward pass; or ``image`` and ``error`` when the
         image could not be read.
@@ -89,6 +90,7 @@ def classify(model: keras.Model, info: ModelInfo, image: np.ndarray, top: int) -
     order = np.argsort(probabilities)[::-1][:top]
     return {
         "model": info.name,
+        "weights": info.weights,
         "top": [
             {
                 "rank": rank,

