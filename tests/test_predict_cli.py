@@ -28,7 +28,8 @@ import imgrec
 from imgrec.cli import main
 from imgrec.errors import ModelError
 from imgrec.images import load_image
-from imgrec.models.metadata import model_info
+from imgrec.models.metadata import ModelInfo, attach_info, model_info
+from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.zoo import ZOO
 
 EGYPTIAN_CAT = ("Egyptian cat", 285)
@@ -210,12 +211,14 @@ def test_cli_all_good_exits_zero(capsys, chelsea_path, coffee_path):
 
 
 def test_cli_rejects_top_below_one(capsys, chelsea_path):
-    """--top 0 is refused with a message saying so, before any model is loaded."""
-    code, out, err = run_cli(capsys, chelsea_path, "--top", "0")
-    assert code != 0
-    assert out == ""
-    assert "--top must be at least 1" in err
-    assert "Traceback" not in err
+    """--top 0 is a usage error (exit code 2), refused before any model is loaded."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, chelsea_path, "--top", "0")
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--top: must be at least 1" in captured.err
+    assert "Traceback" not in captured.err
 
 
 def test_cli_bad_weights_path_and_unknown_model(capsys, chelsea_path, tmp_path):
@@ -380,3 +383,32 @@ def test_help_does_not_import_tensorflow():
     assert result.returncode == 0, result.stderr
     assert "--top" in result.stdout
     assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_api_bad_arrays_get_error_records_and_the_rest_goes_on(mobilenet, coffee_path):
+    """A float, RGBA or oddly shaped array is reported like a bad file; grey is converted."""
+    coffee = load_image(coffee_path)
+    grey = load_image(coffee_path, mode="L")[..., 0]
+    rgba = np.dstack([coffee, np.full(coffee.shape[:2], 255, np.uint8)])
+    records = imgrec.predict(
+        [coffee.astype(np.float32), np.zeros((4, 4, 2), np.uint8), rgba, grey, coffee],
+        mobilenet,
+        top=1,
+    )
+    assert "float32" in records[0]["error"] and records[0]["image"] == "array[0]"
+    assert "shape" in records[1]["error"]
+    assert top1(records[2]) == ESPRESSO  # opaque RGBA is the same photo
+    assert "error" not in records[3]  # grey photos are classified, as RGB
+    assert top1(records[4]) == ESPRESSO
+
+
+def test_api_grey_model_reads_photos_as_grey(tmp_path, chelsea_path):
+    """A one-channel network (MNIST-style) gets H x W x 1 input from colour files."""
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    preprocessing = Preprocessing(size=(28, 28), scale=1 / 255)
+    attach_info(model, ModelInfo("grey", ("a", "b", "c"), preprocessing, "test"))
+    (record,) = imgrec.predict(chelsea_path, model, top=3)
+    assert sorted(c["class"] for c in record["top"]) == ["a", "b", "c"]
+    assert sum(probabilities(record)) == pytest.approx(1, abs=1e-5)

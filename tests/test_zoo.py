@@ -19,6 +19,9 @@ from imgrec.models.zoo import (
 )
 from imgrec.storage import keras_models_dir
 
+# The counts fixture builds all sixteen networks: about a minute on two cores.
+pytestmark = pytest.mark.slow
+
 # The Keras Applications documentation's figures (exact totals of model.summary();
 # depth counts the layers that hold weights).
 PUBLISHED = {

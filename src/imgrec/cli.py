@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a zoo name (see 'imgrec zoo') or a .keras file (default: mobilenet_v2)",
     )
     predict.add_argument("--weights", metavar="PATH", help="weights file for a zoo network")
-    predict.add_argument("--top", type=int, default=5, metavar="K", help="classes per image")
+    predict.add_argument(
+        "--top", type=_positive_int, default=5, metavar="K", help="classes per image"
+    )
     predict.add_argument("--csv", metavar="OUT", help="also write one CSV row per image")
     predict.set_defaults(run=_run_predict)
 
@@ -82,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _version() -> str:
     from imgrec import __version__
 
@@ -89,8 +98,6 @@ def _version() -> str:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise ImgrecError(f"--top must be at least 1, got {args.top}")
     from imgrec.prediction import predict
 
     results = predict(args.images, args.model, top=args.top, weights=args.weights)

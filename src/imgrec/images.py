@@ -99,7 +99,35 @@ def load_image(
         except OSError as e:  # only the file system's: decoding raises ImageError
             reason = "no such file" if isinstance(e, FileNotFoundError) else "cannot read it"
             raise ImageError(f"{label}: {reason} ({e.strerror or e})") from e
+    return _to_array(rgb, mode)
 
+
+def image_from_array(array: np.ndarray, *, mode: str = "RGB", name: str = "array") -> np.ndarray:
+    """Bring an in-memory uint8 image to the layout ``load_image`` returns.
+
+    Args:
+        array: uint8, H x W (grey), or H x W x C with C = 1, 3 (RGB) or 4 (RGBA,
+            composited over white like files).
+        mode: ``"RGB"`` or ``"L"``, as for ``load_image``.
+        name: how error messages name the array.
+
+    Raises:
+        ValueError: ``mode`` is not ``"RGB"`` or ``"L"``.
+        ImageError: not uint8, or not one of the shapes above.
+    """
+    if mode not in _OUTPUT_MODES:
+        raise ValueError(f"mode must be one of {_OUTPUT_MODES}, got {mode!r}")
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ImageError(f"{name}: expected uint8 pixels (0-255), got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise ImageError(f"{name}: expected H x W, H x W x 1, 3 or 4, got shape {array.shape}")
+    return _to_array(_to_rgb(Image.fromarray(array)), mode)
+
+
+def _to_array(rgb: Image.Image, mode: str) -> np.ndarray:
     if mode == "L":
         return np.array(rgb.convert("L"), dtype=np.uint8)[..., np.newaxis]
     return np.array(rgb, dtype=np.uint8)

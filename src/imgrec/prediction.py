@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from imgrec.errors import ImgrecError
-from imgrec.images import find_images, load_image
+from imgrec.images import find_images, image_from_array, load_image
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import ModelInfo, model_info
 from imgrec.models.zoo import DEFAULT_MODEL
@@ -69,11 +69,15 @@ def predict(
         model = load_model(model, weights=weights)
     info = model_info(model)
     _warm_up(model, info)
+    mode = "L" if model.input_shape[-1] == 1 else "RGB"
     results = []
     for index, item in enumerate(expand_inputs(images)):
         label = f"array[{index}]" if isinstance(item, np.ndarray) else str(item)
         try:
-            image = item if isinstance(item, np.ndarray) else load_image(item)
+            if isinstance(item, np.ndarray):
+                image = image_from_array(item, mode=mode, name=label)
+            else:
+                image = load_image(item, mode=mode)
             results.append(classify(model, info, image, top) | {"image": label})
         except ImgrecError as err:
             results.append({"image": label, "error": str(err)})
