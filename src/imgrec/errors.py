@@ -24,3 +24,11 @@ class UnsafeFileError(WeightsError):
 
 class ModelError(ImgrecError):
     """A model name or model file that imgrec cannot build or load."""
+
+
+class DatasetError(ImgrecError):
+    """A data set could not be found, read, or split as asked."""
+
+
+class SpecError(ImgrecError):
+    """A specification string given by the user (``--augment``, ``--features``...) is wrong."""
