@@ -16,6 +16,10 @@ __version__ = "0.1.0"
 
 _API = {
     "predict": "imgrec.prediction",
+    "train": "imgrec.training",
+    "evaluate": "imgrec.evaluation",
+    "summary": "imgrec.summaries",
+    "load_dataset": "imgrec.datasets",
     "load_model": "imgrec.models.loading",
     "save_model": "imgrec.models.loading",
     "load_image": "imgrec.images",

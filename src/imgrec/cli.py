@@ -68,7 +68,88 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh", action="store_true", help="count parameters again instead of using the cache"
     )
     zoo.set_defaults(run=_run_zoo)
+
+    datasets = verbs.add_parser(
+        "datasets",
+        parents=[common],
+        help="list the built-in data sets, whether each is here, and how to get it",
+    )
+    datasets.set_defaults(run=_run_datasets)
+
+    summary = verbs.add_parser(
+        "summary",
+        parents=[common],
+        help="print Keras's summary of an architecture, a zoo network or a .keras file",
+    )
+    summary.add_argument("model", metavar="ARCH|MODEL.keras")
+    summary.set_defaults(run=_run_summary)
+
+    augment = verbs.add_parser(
+        "augment",
+        parents=[common],
+        help="draw a grid of augmented copies of a photo",
+        description="Apply an augmentation spec (as 'imgrec train --augment' would) to one "
+        "photo several times and draw the copies in a grid.",
+    )
+    augment.add_argument("image", metavar="IMAGE")
+    augment.add_argument("--augment", required=True, metavar="SPEC", help=AUGMENT_HELP)
+    augment.add_argument("--out", default="augment.png", help="the PNG to write")
+    augment.add_argument("--count", type=_positive_int, default=16, help="copies to draw")
+    augment.add_argument("--seed", type=int, default=0)
+    augment.set_defaults(run=_run_augment)
+
+    train = verbs.add_parser(
+        "train",
+        parents=[common, _dataset_flags()],
+        help="train a network on a data set, with augmentation, checkpoints and resume",
+        description="Train a network on a folder, an archive or a built-in data set. The "
+        "best model goes to --out; the latest state to <out>.last.keras. Ctrl-C saves and "
+        "stops; --resume continues.",
+    )
+    train.add_argument(
+        "--arch", default="cifar-cnn", help="cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn"
+    )
+    train.add_argument("--epochs", type=_positive_int, help="total epochs (default: the recipe's)")
+    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    train.add_argument(
+        "--image-size", type=_image_size, help="N or HxW for photos (default: the network's)"
+    )
+    train.add_argument("--augment", default="", metavar="SPEC", help=AUGMENT_HELP)
+    train.add_argument("--out", default="model.keras", help="where the best model goes")
+    train.add_argument("--resume", metavar="MODEL.keras", help="continue a saved run")
+    train.add_argument("--class-weight", choices=["balanced"], help="weigh rare classes up")
+    train.add_argument(
+        "--patience", type=int, default=5, help="epochs without progress before stopping"
+    )
+    train.set_defaults(run=_run_train)
+
+    evaluate = verbs.add_parser(
+        "evaluate",
+        parents=[common],
+        help="accuracy, per-class metrics, confusion matrix and mistakes of a model",
+    )
+    evaluate.add_argument("model", metavar="MODEL")
+    evaluate.add_argument("dataset", metavar="DATASET")
+    evaluate.add_argument("--report", metavar="DIR", help="write metrics.json and PNGs here")
+    evaluate.add_argument("--top", type=_positive_int, default=5, metavar="K", help="top-K")
+    evaluate.set_defaults(run=_run_evaluate)
     return parser
+
+
+AUGMENT_HELP = (
+    "comma-separated: flip, rotate=DEGREES, zoom=F, shift=F, brightness=F, contrast=F "
+    "(e.g. flip,rotate=15,zoom=0.1)"
+)
+
+
+def _dataset_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("dataset", metavar="DATASET", help="a folder, archive or built-in name")
+    flags.add_argument("--val-split", type=float, default=0.1, help="validation fraction")
+    flags.add_argument("--limit-per-class", type=_positive_int, help="at most N images a class")
+    flags.add_argument("--seed", type=int, default=0, help="seeds split, shuffling and weights")
+    return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +170,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    return (sizes[0], sizes[-1])
 
 
 def _version() -> str:
@@ -183,6 +275,102 @@ def _run_zoo(args: argparse.Namespace) -> int:
             "\nunavailable: no internet and no file in the Keras cache; "
             "'imgrec predict --model NAME' names the file to get."
         )
+    return 0
+
+
+def _run_datasets(args: argparse.Namespace) -> int:
+    from imgrec.datasets import list_datasets
+
+    rows = list_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        state = f"here: {row['where']}" if row["present"] else f"missing: {row['how_to_get']}"
+        print(f"{row['name']:<{width}}  {row['description']}\n{'':<{width}}  {state}")
+    return 0
+
+
+def _run_summary(args: argparse.Namespace) -> int:
+    from imgrec.summaries import summary
+
+    print(summary(args.model))
+    return 0
+
+
+def _run_augment(args: argparse.Namespace) -> int:
+    from imgrec.augment import augment_grid
+
+    path = augment_grid(args.image, args.augment, args.out, count=args.count, seed=args.seed)
+    print(json.dumps({"grid": str(path)}) if args.json else f"wrote {path}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from imgrec.training import train
+
+    result = train(
+        args.dataset,
+        args.arch,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=args.image_size,
+        augment=args.augment,
+        resume=args.resume,
+        class_weight=args.class_weight,
+        val_split=args.val_split,
+        limit_per_class=args.limit_per_class,
+        seed=args.seed,
+        patience=args.patience,
+        verbose=0 if args.quiet or args.json else 1,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for skipped in result["skipped"]:
+        print(f"skipped {skipped['path']}: {skipped['reason']}")
+    if result["skipped"]:
+        print(
+            f"{len(result['skipped'])} files skipped (listed in the .skipped.json beside the model)"
+        )
+    if result["interrupted"]:
+        print(
+            f"interrupted after epoch {result['epochs_done']} of {result['epochs_asked']}; "
+            f"continue with: imgrec train {args.dataset} --resume {result['last']}"
+        )
+    best = result["best_val_accuracy"]
+    accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
+    print(
+        f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; "
+        f"best model: {result['model']}{accuracy}"
+    )
+    print(f"history: {result['history']}\ncurves: {result['curves']}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from imgrec.evaluation import evaluate
+
+    result = evaluate(args.model, args.dataset, report=args.report, top_k=args.top)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['images']} images ({result['split']} split)")
+    print(f"accuracy       {result['accuracy']:.2%}")
+    print(f"top-{result['top_k']} accuracy {result['top_k_accuracy']:.2%}")
+    print(f"macro F1       {result['macro_f1']:.4f}\n")
+    width = max(len(name) for name in result["per_class"])
+    print(f"{'class':<{width}}  precision  recall     F1  support")
+    for name, m in result["per_class"].items():
+        print(
+            f"{name:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
+            f"{m['f1']:5.3f}  {m['support']:7d}"
+        )
+    if args.report:
+        print(f"\nreport: {args.report}")
     return 0
 
 

@@ -23,15 +23,19 @@ class ModelInfo:
 
     Args:
         name: the model's name for people ("MobileNetV2", or a file name).
-        class_names: one name per output unit.
+        class_names: one name per output unit (two for a single sigmoid unit).
         preprocessing: how to turn a photo into the model's input.
         weights: where the weights came from ("offline package fdet-...", a path, ...).
+        training: for a model imgrec trained: the architecture, the data set (name,
+            source, fingerprint), the augmentation, the epochs done and asked for,
+            and the training settings; ``None`` for pretrained networks.
     """
 
     name: str
     class_names: tuple[str, ...]
     preprocessing: Preprocessing
     weights: str
+    training: dict[str, Any] | None = None
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -39,6 +43,7 @@ class ModelInfo:
             "class_names": list(self.class_names),
             "preprocessing": self.preprocessing.to_config(),
             "weights": self.weights,
+            "training": self.training,
         }
 
     @classmethod
@@ -48,6 +53,7 @@ class ModelInfo:
             class_names=tuple(config["class_names"]),
             preprocessing=Preprocessing.from_config(config["preprocessing"]),
             weights=config["weights"],
+            training=config.get("training"),
         )
 
 

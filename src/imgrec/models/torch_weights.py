@@ -5,7 +5,7 @@ A ``.pth`` file is a pickle (inside a zip since PyTorch 1.6, bare before that)
 plus the raw bytes of its tensors. Plain ``pickle.load`` would call any function
 the file names, so a model file could run any code. This reader resolves only
 the handful of globals a state dict needs (an allow-list) and refuses every other
-one, naming it and the file.
+one, naming it and the file (:mod:`imgrec.safe_pickle`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrec.errors import UnsafeFileError, WeightsError
+from imgrec.safe_pickle import RestrictedUnpickler
 
 # PyTorch's legacy (pre-zip) format starts with this number, pickled.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -99,38 +100,33 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+_REFUSAL = (
+    "a weights file should hold tensors only, and this one asks to run or build other objects"
+)
+
+
+def _unpickler(file, source: str, storages: dict[str, _Storage]) -> RestrictedUnpickler:
     """Resolves only the allow-listed globals; storages come from ``storages``."""
 
-    def __init__(self, file, source: str, storages: dict[str, _Storage]) -> None:
-        super().__init__(file)
-        self._source = source
-        self._storages = storages
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafeFileError(
-                f"{self._source}: refusing to load '{module}.{name}': a weights file "
-                "should hold tensors only, and this one asks to run or build other objects"
-            ) from None
-
-    def persistent_load(self, pid):
+    def persistent_load(pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise UnsafeFileError(f"{self._source}: unexpected persistent id {pid!r:.80}")
+            raise UnsafeFileError(f"{source}: unexpected persistent id {pid!r:.80}")
         storage_type, key, _location, numel = pid[1:5]
         if not isinstance(storage_type, _StorageType):
-            raise UnsafeFileError(f"{self._source}: storage of unknown type {storage_type!r:.80}")
+            raise UnsafeFileError(f"{source}: storage of unknown type {storage_type!r:.80}")
         key = str(key)
-        storage = self._storages.get(key)
+        storage = storages.get(key)
         if storage is None:
             storage = _Storage(storage_type.dtype, int(numel))
-            self._storages[key] = storage
+            storages[key] = storage
         view = pid[5] if len(pid) > 5 else None
         if view is not None:
-            raise WeightsError(f"{self._source}: storage views are not supported")
+            raise WeightsError(f"{source}: storage views are not supported")
         return storage
+
+    return RestrictedUnpickler(
+        file, _ALLOWED_GLOBALS, source, refusal=_REFUSAL, persistent_load=persistent_load
+    )
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -164,7 +160,7 @@ def _load_zip(path: Path):
             raise WeightsError(f"{path}: a PyTorch zip holds one data.pkl; found {len(pickles)}")
         prefix = pickles[0][: -len("data.pkl")]
         with archive.open(pickles[0]) as f:
-            result = _RestrictedUnpickler(io.BytesIO(f.read()), str(path), storages).load()
+            result = _unpickler(io.BytesIO(f.read()), str(path), storages).load()
         for key, storage in storages.items():
             raw = archive.read(f"{prefix}data/{key}")
             storage.array = np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<"))
@@ -175,14 +171,14 @@ def _load_legacy(path: Path):
     storages: dict[str, _Storage] = {}
     source = str(path)
     with open(path, "rb") as f:
-        header = [_RestrictedUnpickler(f, source, storages).load() for _ in range(3)]
+        header = [_unpickler(f, source, storages).load() for _ in range(3)]
         if header[0] != _LEGACY_MAGIC:
             raise WeightsError(f"{path}: not a PyTorch weights file (no magic number)")
         sys_info = header[2]
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise WeightsError(f"{path}: big-endian PyTorch files are not supported")
-        result = _RestrictedUnpickler(f, source, storages).load()
-        keys = _RestrictedUnpickler(f, source, storages).load()
+        result = _unpickler(f, source, storages).load()
+        keys = _unpickler(f, source, storages).load()
         if not isinstance(keys, list):
             raise WeightsError(f"{path}: storage key list is missing")
         for key in keys:

@@ -1,0 +1,87 @@
+"""Training speed and accuracy on a GPU machine that has JAX but no TensorFlow.
+
+Usage (imgrec and its pure-Python needs on the path, Keras on JAX):
+
+    KERAS_BACKEND=jax python bench/jax_gpu_train.py /path/to/fashion-mnist \\
+        [--arch vgg-bn] [--epochs 15] [--batch-size 256]
+
+The folder holds Fashion-MNIST's four IDX files (train/t10k images and labels,
+gzipped or not). It trains with `imgrec.train` exactly as on a laptop and prints
+the device, images per second (training steps only, first epoch left out) and the
+test accuracy, as one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fashion_mnist", help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--arch", default="vgg-bn")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+
+    import keras
+
+    from imgrec.datasets import load_dataset
+    from imgrec.evaluation import evaluate
+    from imgrec.training import train
+
+    class StepTimer(keras.callbacks.Callback):
+        seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.last = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(self.last - self.start)
+
+    data = load_dataset(args.fashion_mnist, progress=False)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "model.keras"
+        result = train(
+            data,
+            args.arch,
+            out=out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            verbose=2,
+            callbacks=[timer],
+        )
+        metrics = evaluate(out, data)
+    steady = timer.seconds[1:] or timer.seconds
+    report = {
+        "backend": keras.backend.backend(),
+        "device": _device(),
+        "arch": args.arch,
+        "epochs": result["epochs_done"],
+        "batch_size": args.batch_size,
+        "train_images_per_s": len(data.train.labels) * len(steady) / sum(steady),
+        "test_accuracy": metrics["accuracy"],
+        "wall_s": result["seconds"],
+    }
+    print(json.dumps(report))
+
+
+def _device() -> str:
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    return "cpu"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Training throughput of `imgrec train` against plain Keras `model.fit`, same run.
+
+Usage: python bench/train_throughput.py [--epochs 3] [--folder-images 4000]
+
+Two data sets, each trained both ways on the same network (cifar-cnn, adapted to
+the data), batch 64, with the same validation data:
+- Fashion-MNIST (the Debian package): imgrec.train("fashion-mnist") against
+  model.fit on the arrays already in memory;
+- a folder of JPEGs written from Fashion-MNIST training images (3 channels, 32x32):
+  imgrec.train on the folder (its decode cache built beforehand: the target is the
+  steady state) against model.fit on the decoded arrays.
+Every variant runs in its own process, so that peak memory (max RSS) is its own.
+Images per second count training images only; the first epoch (graph tracing) is
+left out of both. The ratio imgrec / Keras is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 64
+
+
+class _EpochTimer:
+    """Keras callback factory: wall time of each epoch's training steps."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.last = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(self.last - self.start)
+
+        return Timer()
+
+
+def _measure(variant: str, dataset: str, epochs: int) -> dict:
+    """Runs in a child process: train one way and report images/s and peak memory."""
+    import keras
+
+    import imgrec.training as training
+    from imgrec.datasets import load_dataset
+    from imgrec.models.seed import build_seed
+
+    data = load_dataset(dataset, image_size=(32, 32) if variant.endswith("folder") else None)
+    timer = _EpochTimer.make()
+    if variant.startswith("keras"):
+        keras.utils.set_random_seed(0)
+        x, y = (
+            np.asarray(data.train.images),
+            np.asarray(data.train.labels),
+        )
+        model = build_seed("cifar-cnn", x.shape[1:], len(data.class_names))
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        validation = (np.asarray(data.val.images), np.asarray(data.val.labels))
+        model.fit(
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=epochs,
+            validation_data=validation,
+            callbacks=[timer],
+            verbose=0,
+        )
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            training.train(
+                data,
+                "cifar-cnn",
+                out=Path(folder) / "m.keras",
+                epochs=epochs,
+                batch_size=BATCH,
+                lr=1e-3,
+                verbose=0,
+                patience=0,
+                callbacks=[timer],
+            )
+    steady = timer.seconds[1:]
+    images = len(data.train.labels) * len(steady)
+    return {
+        "variant": variant,
+        "images_per_s": images / sum(steady),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _write_folder(root: Path, count: int) -> None:
+    from PIL import Image
+
+    from imgrec.datasets import load_dataset
+
+    data = load_dataset("fashion-mnist", val_split=0)
+    for name in data.class_names:
+        (root / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
+    per_class = count // len(data.class_names)
+    written = dict.fromkeys(range(len(data.class_names)), 0)
+    for image, label in zip(data.train.images, data.train.labels, strict=True):
+        if written[int(label)] >= per_class:
+            continue
+        name = data.class_names[int(label)].replace("/", "-")
+        rgb = Image.fromarray(image[..., 0]).convert("RGB").resize((32, 32))
+        rgb.save(root / name / f"{written[int(label)]:05d}.jpg", quality=90)
+        written[int(label)] += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--folder-images", type=int, default=4000)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        variant, dataset, epochs = args.child
+        print(json.dumps(_measure(variant, dataset, int(epochs))))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "jpegs"
+        _write_folder(folder, args.folder_images)
+        env = os.environ | {"PYTHONUNBUFFERED": "1"}
+        # Build the folder's decode cache once, outside the measurement.
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from imgrec.datasets import load_dataset; load_dataset({str(folder)!r}, "
+                "image_size=(32, 32), progress=False)",
+            ],
+            check=True,
+            env=env,
+        )
+        print(f"{'data set':<15} {'variant':<8} {'images/s':>9} {'peak MB':>8} {'ratio':>6}")
+        for dataset, suffix in (("fashion-mnist", ""), (str(folder), "-folder")):
+            rows = {}
+            for variant in ("keras", "imgrec"):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        variant + suffix,
+                        dataset,
+                        str(args.epochs),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                ).stdout
+                rows[variant] = json.loads(out.strip().splitlines()[-1])
+            ratio = rows["imgrec"]["images_per_s"] / rows["keras"]["images_per_s"]
+            label = "fashion-mnist" if not suffix else "JPEG folder"
+            for variant, row in rows.items():
+                shown = f"{ratio:6.2f}" if variant == "imgrec" else ""
+                print(
+                    f"{label:<15} {variant:<8} {row['images_per_s']:9.0f} "
+                    f"{row['peak_rss_mb']:8.0f} {shown:>6}"
+                )
+
+
+if __name__ == "__main__":
+    main()

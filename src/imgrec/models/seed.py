@@ -1,0 +1,419 @@
+"""The seed networks: the textbook chapter's own CNNs, trained from scratch.
+
+``imgrec train DATASET --arch ARCH`` builds one of these. Three are the
+chapter's networks, layer for layer; the fourth is a stronger recipe of ours:
+
+- ``cifar-cnn``: the chapter's CIFAR-10 classifier (32 x 32 x 3, 10 classes,
+  453,786 parameters).
+- ``catdog-cnn``: the chapter's dogs-vs-cats classifier (128 x 128 x 3, one
+  sigmoid unit, 29,511,617 parameters).
+- ``mnist-cnn``: the Keras.js demo's basic convnet, which is Keras's classic
+  ``examples/mnist_cnn.py`` (28 x 28 x 1, 10 classes, 1,199,882 parameters).
+- ``vgg-bn``: a small VGG-style network with batch normalisation and dropout,
+  for users who want accuracy on small images (about 93.5 % or more on
+  Fashion-MNIST, see ``vgg_bn``).
+
+Every builder adapts to the data: any input height and width from the
+network's minimum up (``ModelError`` below it), 1 or 3 channels, and any number
+of classes from 2 up. With the default shape and classes the parameter counts
+are exactly the chapter's.
+
+Every model is a plain ``keras.Model`` laid out the same way::
+
+    keras.Input(input_shape)
+    -> augmentation      (optional: the caller's Keras layer, inserted as-is)
+    -> Rescaling(1/255)  (named "rescale": models take 0-255 pixels, like the
+                          textbook's ``ImageDataGenerator(rescale=1./255)``)
+    -> the chapter's layers
+
+Input: images of 0-255 pixel values (uint8 or float), shaped ``(H, W, C)``.
+The last convolutional feature map (for Class Activation Maps) is the layer
+``last_conv_layer(model)`` returns: ``conv2`` in the chapter's networks,
+``block3_relu2`` in ``vgg-bn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from imgrec.errors import ModelError
+
+RESCALE_LAYER = "rescale"
+
+
+@dataclass(frozen=True)
+class SeedArchitecture:
+    """A seed network and the training recipe that goes with it.
+
+    Args:
+        name: the name users type (``cifar-cnn``).
+        description: one line for people.
+        default_input_shape: the chapter's ``(height, width, channels)``.
+        build: ``build(input_shape, num_classes, augmentation=None)`` -> ``keras.Model``.
+        learning_rate: the recommended Adam (or AdamW) learning rate.
+        epochs: the recommended number of epochs.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (cosine decay to 0 over ``epochs``).
+        weight_decay: decoupled weight decay for AdamW; 0 means plain Adam.
+        reference_parameters: the chapter's parameter count at the default shape
+            and classes, for summaries; ``None`` for networks not in the chapter.
+        default_num_classes: the chapter's number of classes.
+        min_input_size: the smallest height and width the network accepts.
+        suggested_augmentation: augmentation that helps this network, in words.
+    """
+
+    name: str
+    description: str
+    default_input_shape: tuple[int, int, int]
+    build: Callable[..., keras.Model]
+    learning_rate: float
+    epochs: int
+    lr_schedule: str
+    weight_decay: float
+    reference_parameters: int | None
+    default_num_classes: int = 10
+    min_input_size: int = 1
+    suggested_augmentation: str = ""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_arguments(
+    arch: str, input_shape, num_classes, min_size: int
+) -> tuple[tuple[int, int, int], int]:
+    """Validate ``input_shape`` and ``num_classes``; return them as plain ints.
+
+    Raises:
+        ModelError: the shape is not ``(H, W, 1 or 3)``, is smaller than
+            ``min_size``, or there are fewer than 2 classes.
+    """
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ModelError(
+            f"{arch}: input_shape must be (height, width, channels), got {input_shape!r}"
+        ) from None
+    if len(shape) != 3:
+        raise ModelError(
+            f"{arch}: input_shape must be (height, width, channels), got {input_shape!r}"
+        )
+    height, width, channels = shape
+    if channels not in (1, 3):
+        raise ModelError(
+            f"{arch}: images must have 1 (grey) or 3 (RGB) channels, got {channels} "
+            f"in input_shape {shape}"
+        )
+    if height < min_size or width < min_size:
+        raise ModelError(
+            f"{arch}: input {height}x{width} is too small; this network needs at least "
+            f"{min_size}x{min_size} pixels"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ModelError(f"{arch}: num_classes must be an integer >= 2, got {num_classes!r}")
+    return (height, width, channels), num_classes
+
+
+def _stem(input_shape: tuple[int, int, int], augmentation, name: str):
+    """Input, the caller's augmentation layer (if any), then 0-255 -> 0-1."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    if augmentation is not None:
+        if not isinstance(augmentation, layers.Layer):
+            raise ModelError(
+                f"{name}: augmentation must be a Keras layer (or None), "
+                f"got {type(augmentation).__name__}"
+            )
+        x = augmentation(x)
+    x = layers.Rescaling(1.0 / 255, name=RESCALE_LAYER)(x)
+    return inputs, x
+
+
+def _classifier(x, num_classes: int, name: str = "predictions"):
+    """``num_classes`` softmax units (any N >= 2, 2 included)."""
+    return layers.Dense(num_classes, activation="softmax", name=name)(x)
+
+
+# ------------------------------------------------------------------- the chapter's
+
+
+CIFAR_MIN_SIZE = 8
+
+
+def cifar_cnn(
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+    augmentation: layers.Layer | None = None,
+) -> keras.Model:
+    """The textbook chapter's CIFAR-10 CNN.
+
+    Conv2D 64 3x3 relu, MaxPooling2D 2, Conv2D 32 3x3 relu, Flatten, Dense 80
+    relu, Dense ``num_classes`` softmax; every convolution "valid".
+    453,786 parameters at the default 32 x 32 x 3 and 10 classes (the Dense 80
+    layer holds 432,720 of them, and grows with the input size).
+
+    Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 8.
+    """
+    shape, num_classes = _check_arguments("cifar-cnn", input_shape, num_classes, CIFAR_MIN_SIZE)
+    inputs, x = _stem(shape, augmentation, "cifar-cnn")
+    x = layers.Conv2D(64, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(80, activation="relu", name="fc1")(x)
+    outputs = _classifier(x, num_classes)
+    return keras.Model(inputs, outputs, name="cifar_cnn")
+
+
+CATDOG_MIN_SIZE = 10
+
+
+def catdog_cnn(
+    input_shape: tuple[int, int, int] = (128, 128, 3),
+    num_classes: int = 2,
+    augmentation: layers.Layer | None = None,
+) -> keras.Model:
+    """The textbook chapter's dogs-vs-cats CNN.
+
+    Conv2D 32 3x3 relu, MaxPooling2D 2, Conv2D 64 3x3 relu, MaxPooling2D 2,
+    Flatten, Dense 512 relu, then one sigmoid unit for two classes (the
+    chapter's; train with binary cross-entropy) or ``num_classes`` softmax
+    units for three or more. 29,511,617 parameters at the default
+    128 x 128 x 3 and 2 classes, 29,491,712 of them in Dense 512.
+
+    Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 10.
+    """
+    shape, num_classes = _check_arguments("catdog-cnn", input_shape, num_classes, CATDOG_MIN_SIZE)
+    inputs, x = _stem(shape, augmentation, "catdog-cnn")
+    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, activation="relu", name="fc1")(x)
+    if num_classes == 2:
+        outputs = layers.Dense(1, activation="sigmoid", name="predictions")(x)
+    else:
+        outputs = _classifier(x, num_classes)
+    return keras.Model(inputs, outputs, name="catdog_cnn")
+
+
+MNIST_MIN_SIZE = 6
+
+
+def mnist_cnn(
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    num_classes: int = 10,
+    augmentation: layers.Layer | None = None,
+) -> keras.Model:
+    """Keras's classic MNIST convnet (``examples/mnist_cnn.py``), the Keras.js demo's.
+
+    Conv2D 32 3x3 relu, Conv2D 64 3x3 relu, MaxPooling2D 2, Dropout 0.25,
+    Flatten, Dense 128 relu, Dropout 0.5, Dense ``num_classes`` softmax.
+    1,199,882 parameters at the default 28 x 28 x 1 and 10 classes.
+
+    Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 6.
+    """
+    shape, num_classes = _check_arguments("mnist-cnn", input_shape, num_classes, MNIST_MIN_SIZE)
+    inputs, x = _stem(shape, augmentation, "mnist-cnn")
+    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
+    x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Dropout(0.25, name="dropout1")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.5, name="dropout2")(x)
+    outputs = _classifier(x, num_classes)
+    return keras.Model(inputs, outputs, name="mnist_cnn")
+
+
+# ------------------------------------------------------------------------ our own
+
+
+VGG_BN_MIN_SIZE = 8
+VGG_BN_FILTERS = (32, 64, 128)
+# One convolution at full resolution, two in the smaller blocks: a second
+# 32-filter convolution at 28 x 28 would cost a third of the training time.
+VGG_BN_CONVS = (1, 2, 2)
+VGG_BN_BLOCK_DROPOUT = (0.2, 0.3, 0.4)
+VGG_BN_DENSE = 128
+VGG_BN_HEAD_DROPOUT = 0.5
+
+
+def vgg_bn(
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    num_classes: int = 10,
+    augmentation: layers.Layer | None = None,
+) -> keras.Model:
+    """A small VGG-style network with batch normalisation: our recipe for accuracy.
+
+    After VGG (Simonyan & Zisserman, "Very Deep Convolutional Networks for
+    Large-Scale Image Recognition", ICLR 2015) with batch normalisation (Ioffe &
+    Szegedy, ICML 2015): three blocks of [Conv 3x3 "same" - BN - ReLU] x 2,
+    MaxPooling2D 2 and Dropout, with 32, 64 and 128 filters; then global average
+    pooling, Dense 128 - BN - ReLU, Dropout 0.5 and ``num_classes`` softmax.
+    Convolutions carry no bias (BatchNorm's beta is one). Global pooling keeps
+    the parameter count independent of the image size.
+
+    Recipe (also in ``SEED_ARCHITECTURES["vgg-bn"]``): AdamW, learning rate 2e-3,
+    weight decay 1e-4, cosine decay to 0 over 20 epochs, batch 128, no
+    augmentation needed for Fashion-MNIST (random horizontal flip and shifts of
+    2 pixels add a little for photos; no flips for digits or text).
+
+    Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 8.
+    """
+    shape, num_classes = _check_arguments("vgg-bn", input_shape, num_classes, VGG_BN_MIN_SIZE)
+    inputs, x = _stem(shape, augmentation, "vgg-bn")
+    for block, (filters, convs, rate) in enumerate(
+        zip(VGG_BN_FILTERS, VGG_BN_CONVS, VGG_BN_BLOCK_DROPOUT, strict=True), start=1
+    ):
+        for conv in range(1, convs + 1):
+            prefix = f"block{block}_"
+            x = layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, name=f"{prefix}conv{conv}"
+            )(x)
+            x = layers.BatchNormalization(name=f"{prefix}bn{conv}")(x)
+            x = layers.ReLU(name=f"{prefix}relu{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        x = layers.Dropout(rate, name=f"block{block}_dropout")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dense(VGG_BN_DENSE, use_bias=False, name="fc1")(x)
+    x = layers.BatchNormalization(name="fc1_bn")(x)
+    x = layers.ReLU(name="fc1_relu")(x)
+    x = layers.Dropout(VGG_BN_HEAD_DROPOUT, name="fc1_dropout")(x)
+    outputs = _classifier(x, num_classes)
+    return keras.Model(inputs, outputs, name="vgg_bn")
+
+
+# ------------------------------------------------------------------------ registry
+
+
+SEED_ARCHITECTURES: dict[str, SeedArchitecture] = {
+    arch.name: arch
+    for arch in (
+        SeedArchitecture(
+            name="cifar-cnn",
+            description="the chapter's CIFAR-10 CNN: 2 convs, Dense 80 (453,786 params)",
+            default_input_shape=(32, 32, 3),
+            build=cifar_cnn,
+            learning_rate=1e-3,
+            epochs=10,
+            lr_schedule="constant",
+            weight_decay=0.0,
+            reference_parameters=453_786,
+            default_num_classes=10,
+            min_input_size=CIFAR_MIN_SIZE,
+        ),
+        SeedArchitecture(
+            name="catdog-cnn",
+            description="the chapter's dogs-vs-cats CNN: 2 convs, Dense 512, sigmoid",
+            default_input_shape=(128, 128, 3),
+            build=catdog_cnn,
+            learning_rate=1e-4,
+            epochs=20,
+            lr_schedule="constant",
+            weight_decay=0.0,
+            reference_parameters=29_511_617,
+            default_num_classes=2,
+            min_input_size=CATDOG_MIN_SIZE,
+            suggested_augmentation="horizontal flip, rotation 10 degrees, zoom 10 %",
+        ),
+        SeedArchitecture(
+            name="mnist-cnn",
+            description="Keras's classic MNIST convnet (the Keras.js demo's)",
+            default_input_shape=(28, 28, 1),
+            build=mnist_cnn,
+            learning_rate=1e-3,
+            epochs=12,
+            lr_schedule="constant",
+            weight_decay=0.0,
+            reference_parameters=1_199_882,
+            default_num_classes=10,
+            min_input_size=MNIST_MIN_SIZE,
+        ),
+        SeedArchitecture(
+            name="vgg-bn",
+            description="our small VGG with batch norm and dropout, for accuracy",
+            default_input_shape=(28, 28, 1),
+            build=vgg_bn,
+            learning_rate=2e-3,
+            epochs=20,
+            lr_schedule="cosine",
+            weight_decay=1e-2,
+            reference_parameters=None,
+            default_num_classes=10,
+            min_input_size=VGG_BN_MIN_SIZE,
+            suggested_augmentation=(
+                "none for Fashion-MNIST; for photos, horizontal flip and 2-pixel shifts"
+            ),
+        ),
+    )
+}
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "").replace(" ", "")
+
+
+def get_seed_architecture(name: str) -> SeedArchitecture:
+    """The seed network called ``name``, spelled any common way (``CIFAR_CNN``, ``cifarcnn``).
+
+    Raises:
+        ModelError: no seed network of that name; the message lists the known ones.
+    """
+    wanted = _normalise(str(name))
+    for arch in SEED_ARCHITECTURES.values():
+        if _normalise(arch.name) == wanted:
+            return arch
+    known = ", ".join(SEED_ARCHITECTURES)
+    raise ModelError(f"unknown seed architecture {name!r}; known: {known}")
+
+
+def build_seed(
+    name: str,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    augmentation: layers.Layer | None = None,
+) -> keras.Model:
+    """Build the seed network ``name`` for images of ``input_shape`` and ``num_classes``.
+
+    ``None`` means the chapter's shape and number of classes.
+
+    Raises:
+        ModelError: unknown name, an input too small or with other than 1 or 3
+            channels, or fewer than 2 classes.
+    """
+    arch = get_seed_architecture(name)
+    shape = arch.default_input_shape if input_shape is None else input_shape
+    classes = arch.default_num_classes if num_classes is None else num_classes
+    return arch.build(shape, classes, augmentation=augmentation)
+
+
+def is_binary_output(model: keras.Model) -> bool:
+    """Whether ``model`` ends in a single sigmoid unit (train it with binary cross-entropy)."""
+    if len(model.outputs) != 1 or model.outputs[0].shape[-1] != 1:
+        return False
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", None) == "sigmoid"
+
+
+_FEATURE_LAYER_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.ReLU, layers.Activation)
+
+
+def last_conv_layer(model: keras.Model) -> layers.Layer:
+    """The layer that outputs the model's last convolutional feature map (for CAM).
+
+    The last layer, in order, that is a convolution or an activation and has a
+    4-D output: ``conv2`` in the chapter's networks, ``block3_relu2`` in
+    ``vgg-bn`` (and ``out_relu`` in Keras's MobileNetV2).
+
+    Raises:
+        ModelError: the model has no such layer.
+    """
+    for layer in reversed(model.layers):
+        if isinstance(layer, _FEATURE_LAYER_TYPES) and len(layer.output.shape) == 4:
+            return layer
+    raise ModelError(f"model {model.name!r} has no convolutional feature map")

@@ -1,0 +1,52 @@
+"""``imgrec summary``: Keras's summary of a seed architecture, a zoo network or a file."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from imgrec.errors import ModelError
+from imgrec.models.loading import load_keras_file
+from imgrec.models.pretrained import build_architecture
+from imgrec.models.seed import SEED_ARCHITECTURES, build_seed, get_seed_architecture
+from imgrec.models.zoo import get_entry
+
+
+def summary(model: str | os.PathLike | keras.Model) -> str:
+    """Keras's layer-by-layer summary, and the chapter's parameter count where it has one.
+
+    Args:
+        model: a seed architecture name (``cifar-cnn``), a zoo name (``resnet50``:
+            built without weights), a ``.keras`` file, or a model.
+
+    Raises:
+        ModelError: none of those.
+    """
+    reference = None
+    if not isinstance(model, keras.Model):
+        name = str(model)
+        if name.endswith(".keras"):
+            model = load_keras_file(name)
+        else:
+            model, reference = _build_by_name(name)
+    lines: list[str] = []
+    model.summary(print_fn=lambda text, line_break=True: lines.append(text))
+    if reference is not None:
+        match = "equal" if reference == model.count_params() else "DIFFERENT from"
+        lines.append(f"Parameters: {model.count_params():,} ({match} the chapter's {reference:,})")
+    return "\n".join(lines)
+
+
+def _build_by_name(name: str) -> tuple[keras.Model, int | None]:
+    try:
+        architecture = get_seed_architecture(name)
+    except ModelError:
+        try:
+            return build_architecture(get_entry(name)), None
+        except ModelError:
+            raise ModelError(
+                f"{name!r} is neither a .keras file, a seed architecture "
+                f"({', '.join(SEED_ARCHITECTURES)}) nor a zoo network (see 'imgrec zoo')"
+            ) from None
+    return build_seed(architecture.name), architecture.reference_parameters

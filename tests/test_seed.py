@@ -1,0 +1,205 @@
+"""The seed networks: the chapter's exact layouts, adaptation to the data, learnability."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from imgrec.errors import ModelError
+from imgrec.models.seed import (
+    RESCALE_LAYER,
+    SEED_ARCHITECTURES,
+    build_seed,
+    get_seed_architecture,
+    is_binary_output,
+    last_conv_layer,
+)
+
+# The chapter's published parameter counts, typed in from the text (not computed).
+CHAPTER_PARAMETERS = {
+    "cifar-cnn": 453_786,
+    "catdog-cnn": 29_511_617,
+    "mnist-cnn": 1_199_882,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTER_PARAMETERS))
+def test_default_parameter_counts_are_the_chapters(name):
+    model = build_seed(name)
+    assert model.count_params() == CHAPTER_PARAMETERS[name]
+    assert SEED_ARCHITECTURES[name].reference_parameters == CHAPTER_PARAMETERS[name]
+
+
+def test_default_shapes_and_outputs():
+    cifar = build_seed("cifar-cnn")
+    assert cifar.input_shape == (None, 32, 32, 3)
+    assert cifar.output_shape == (None, 10)
+    catdog = build_seed("catdog-cnn")
+    assert catdog.input_shape == (None, 128, 128, 3)
+    assert catdog.output_shape == (None, 1)
+    assert is_binary_output(catdog)
+    mnist = build_seed("mnist-cnn")
+    assert mnist.input_shape == (None, 28, 28, 1)
+    assert not is_binary_output(mnist)
+
+
+def test_vgg_bn_is_small_and_has_batch_norm():
+    model = build_seed("vgg-bn")
+    assert model.count_params() < 1_500_000
+    assert model.output_shape == (None, 10)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"BatchNormalization", "Dropout", "Conv2D"} <= kinds
+    arch = SEED_ARCHITECTURES["vgg-bn"]
+    assert arch.lr_schedule == "cosine"
+    assert arch.reference_parameters is None
+    assert arch.learning_rate > 0 and arch.epochs > 0
+
+
+def test_every_architecture_describes_a_recipe():
+    for name, arch in SEED_ARCHITECTURES.items():
+        assert arch.name == name
+        assert arch.description
+        assert arch.lr_schedule in ("constant", "cosine")
+        assert arch.weight_decay >= 0
+
+
+def test_cifar_cnn_adapts_to_grey_28x28():
+    model = build_seed("cifar-cnn", input_shape=(28, 28, 1), num_classes=10)
+    assert model.input_shape == (None, 28, 28, 1)
+    assert model.output_shape == (None, 10)
+
+
+def test_catdog_with_three_classes_is_softmax():
+    model = build_seed("catdog-cnn", num_classes=3)
+    assert model.output_shape == (None, 3)
+    assert not is_binary_output(model)
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+@pytest.mark.parametrize("name", ["cifar-cnn", "mnist-cnn", "vgg-bn"])
+def test_two_classes_are_two_softmax_units_except_catdog(name):
+    model = build_seed(name, num_classes=2)
+    assert model.output_shape == (None, 2)
+    assert not is_binary_output(model)
+
+
+@pytest.mark.parametrize(
+    ("name", "smallest"),
+    [("cifar-cnn", 8), ("catdog-cnn", 10), ("mnist-cnn", 6), ("vgg-bn", 8)],
+)
+def test_smallest_input_builds_and_smaller_raises(name, smallest):
+    model = build_seed(name, input_shape=(smallest, smallest + 3, 1), num_classes=4)
+    assert model.output_shape == (None, 4)
+    assert SEED_ARCHITECTURES[name].min_input_size == smallest
+    with pytest.raises(ModelError, match="too small"):
+        build_seed(name, input_shape=(smallest - 1, 64, 3))
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "num_classes", "message"),
+    [
+        ((32, 32, 4), 10, "channels"),
+        ((32, 32), 10, "input_shape"),
+        ("32x32", 10, "input_shape"),
+        ((32, 32, 3), 1, "num_classes"),
+        ((32, 32, 3), 2.5, "num_classes"),
+    ],
+)
+def test_bad_arguments_raise_model_error(input_shape, num_classes, message):
+    with pytest.raises(ModelError, match=message):
+        build_seed("cifar-cnn", input_shape=input_shape, num_classes=num_classes)
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ModelError) as info:
+        build_seed("lenet-5")
+    for name in SEED_ARCHITECTURES:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("spelling", ["cifar-cnn", "CIFAR_CNN", "cifarcnn", "Cifar-CNN"])
+def test_names_are_forgiving(spelling):
+    assert get_seed_architecture(spelling).name == "cifar-cnn"
+
+
+def test_rescaling_follows_the_augmentation_layer():
+    flip = keras.layers.RandomFlip("horizontal", name="my_flip")
+    model = build_seed("mnist-cnn", augmentation=flip)
+    names = [layer.name for layer in model.layers]
+    assert names[1] == "my_flip"
+    assert names[2] == RESCALE_LAYER
+    rescale = model.get_layer(RESCALE_LAYER)
+    assert isinstance(rescale, keras.layers.Rescaling)
+    assert rescale.scale == pytest.approx(1 / 255)
+    assert model.count_params() == CHAPTER_PARAMETERS["mnist-cnn"]
+
+    plain = build_seed("mnist-cnn")
+    assert [layer.name for layer in plain.layers][1] == RESCALE_LAYER
+
+
+def test_augmentation_must_be_a_layer():
+    with pytest.raises(ModelError, match="augmentation"):
+        build_seed("cifar-cnn", augmentation="flip")
+
+
+@pytest.mark.parametrize("name", sorted(SEED_ARCHITECTURES))
+def test_forward_pass_on_pixel_values_gives_probabilities(name):
+    arch = SEED_ARCHITECTURES[name]
+    shape = (32, 32, 3) if name == "catdog-cnn" else arch.default_input_shape
+    classes = 3 if name == "catdog-cnn" else arch.default_num_classes
+    model = build_seed(name, input_shape=shape, num_classes=classes)
+    pixels = np.random.default_rng(0).integers(0, 256, (4, *shape)).astype("float32")
+    probabilities = keras.ops.convert_to_numpy(model(pixels, training=False))
+    assert probabilities.shape == (4, classes)
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_binary_forward_pass_is_one_probability():
+    model = build_seed("catdog-cnn", input_shape=(24, 24, 3))
+    pixels = np.full((2, 24, 24, 3), 200.0, dtype="float32")
+    p = keras.ops.convert_to_numpy(model(pixels, training=False))
+    assert p.shape == (2, 1)
+    assert np.all((p >= 0) & (p <= 1))
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("cifar-cnn", "conv2"),
+        ("catdog-cnn", "conv2"),
+        ("mnist-cnn", "conv2"),
+        ("vgg-bn", "block3_relu2"),
+    ],
+)
+def test_last_conv_layer_is_the_last_feature_map(name, layer):
+    model = build_seed(name)
+    found = last_conv_layer(model)
+    assert found.name == layer
+    assert len(found.output.shape) == 4
+
+
+def _halves(n: int = 200, size: int = 28, seed: int = 0):
+    """Class 0: bright top half; class 1: bright bottom half, on noisy 0-255 images."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 60, (n, size, size, 1)).astype("float32")
+    y = np.arange(n) % 2
+    half = size // 2
+    x[y == 0, :half] += 180
+    x[y == 1, half:] += 180
+    return x, y
+
+
+@pytest.mark.parametrize("name", ["vgg-bn", "cifar-cnn"])
+def test_learns_a_separable_problem(name):
+    keras.utils.set_random_seed(1)
+    x, y = _halves()
+    model = build_seed(name, input_shape=(28, 28, 1), num_classes=2)
+    model.compile(
+        keras.optimizers.Adam(SEED_ARCHITECTURES[name].learning_rate),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    assert history.history["accuracy"][-1] > 0.9
