@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -27,28 +26,18 @@ def main() -> None:
     parser.add_argument("--arch", default="vgg-bn")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--limit-per-class", type=int, help="for a quick smoke run")
     args = parser.parse_args()
 
     import keras
+    from step_timer import steady_images_per_second, step_timer
 
     from imgrec.datasets import load_dataset
     from imgrec.evaluation import evaluate
     from imgrec.training import train
 
-    class StepTimer(keras.callbacks.Callback):
-        seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.last = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(self.last - self.start)
-
-    data = load_dataset(args.fashion_mnist, progress=False)
-    timer = StepTimer()
+    data = load_dataset(args.fashion_mnist, limit_per_class=args.limit_per_class, progress=False)
+    timer = step_timer()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "model.keras"
         result = train(
@@ -61,14 +50,13 @@ def main() -> None:
             callbacks=[timer],
         )
         metrics = evaluate(out, data)
-    steady = timer.seconds[1:] or timer.seconds
     report = {
         "backend": keras.backend.backend(),
         "device": _device(),
         "arch": args.arch,
         "epochs": result["epochs_done"],
         "batch_size": args.batch_size,
-        "train_images_per_s": len(data.train.labels) * len(steady) / sum(steady),
+        "train_images_per_s": steady_images_per_second(timer.seconds, len(data.train.labels)),
         "test_accuracy": metrics["accuracy"],
         "wall_s": result["seconds"],
     }

@@ -23,7 +23,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,40 +30,17 @@ import numpy as np
 BATCH = 64
 
 
-class _EpochTimer:
-    """Keras callback factory: wall time of each epoch's training steps."""
-
-    @staticmethod
-    def make():
-        import keras
-
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.last = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(self.last - self.start)
-
-        return Timer()
-
-
 def _measure(variant: str, dataset: str, epochs: int) -> dict:
     """Runs in a child process: train one way and report images/s and peak memory."""
     import keras
+    from step_timer import steady_images_per_second, step_timer
 
     import imgrec.training as training
     from imgrec.datasets import load_dataset
     from imgrec.models.seed import build_seed
 
     data = load_dataset(dataset, image_size=(32, 32) if variant.endswith("folder") else None)
-    timer = _EpochTimer.make()
+    timer = step_timer()
     if variant.startswith("keras"):
         keras.utils.set_random_seed(0)
         x, y = (
@@ -96,11 +72,9 @@ def _measure(variant: str, dataset: str, epochs: int) -> dict:
                 patience=0,
                 callbacks=[timer],
             )
-    steady = timer.seconds[1:]
-    images = len(data.train.labels) * len(steady)
     return {
         "variant": variant,
-        "images_per_s": images / sum(steady),
+        "images_per_s": steady_images_per_second(timer.seconds, len(data.train.labels)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

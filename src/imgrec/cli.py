@@ -107,7 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
         "stops; --resume continues.",
     )
     train.add_argument(
-        "--arch", default="cifar-cnn", help="cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn"
+        "--arch",
+        default="cifar-cnn",
+        help="a seed network (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a zoo network "
+        "for transfer learning (mobilenet_v2, efficientnet_lite0, ...)",
+    )
+    train.add_argument(
+        "--transfer",
+        choices=["head", "finetune", "scratch"],
+        help="with a zoo network: train a new head on frozen features (default), "
+        "fine-tune the upper layers too, or train the architecture from scratch",
+    )
+    train.add_argument("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen")
+    train.add_argument(
+        "--unfreeze-from", metavar="LAYER", help="finetune: train from this layer on"
     )
     train.add_argument("--epochs", type=_positive_int, help="total epochs (default: the recipe's)")
     train.add_argument("--batch-size", type=_positive_int, default=64)
@@ -326,12 +339,20 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         patience=args.patience,
         verbose=0 if args.quiet or args.json else 1,
+        transfer=args.transfer,
+        freeze=args.freeze,
+        unfreeze_from=args.unfreeze_from,
     )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     for skipped in result["skipped"]:
         print(f"skipped {skipped['path']}: {skipped['reason']}")
+    for stage in result.get("stages", []):
+        print(
+            f"{stage['stage']}: {stage['trainable']:,} trainable parameters, "
+            f"{stage['frozen']:,} frozen"
+        )
     if result["skipped"]:
         print(
             f"{len(result['skipped'])} files skipped (listed in the .skipped.json beside the model)"

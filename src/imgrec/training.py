@@ -37,8 +37,14 @@ from imgrec.models.loading import load_keras_file, save_model
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.seed import build_seed, get_seed_architecture, is_binary_output
+from imgrec.models.zoo import get_entry
 from imgrec.plots import plot_training_curves
 from imgrec.storage import write_bytes_atomic
+
+# Epochs for transfer learning when --epochs is not given.
+TRANSFER_EPOCHS = 10
+# Models and curves are written at most this often during training (and at its end).
+SAVE_EVERY_S = 30.0
 
 
 def companion_path(out: str | os.PathLike, suffix: str) -> Path:
@@ -65,13 +71,17 @@ def train(
     patience: int = 5,
     verbose: int = 1,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    transfer: str | None = None,
+    freeze: int | None = None,
+    unfreeze_from: str | None = None,
 ) -> dict[str, Any]:
     """Train ``arch`` on ``dataset`` and save the best model to ``out``.
 
     Args:
         dataset: a data set name or path (see ``imgrec datasets``), or a loaded one.
         arch: a seed architecture (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``,
-            ``vgg-bn``); ignored with ``resume``.
+            ``vgg-bn``), or a zoo network for transfer learning (``mobilenet_v2``);
+            ignored with ``resume``.
         out: where the best model goes (``.keras``); its companions
             ``.last.keras``, ``.history.json``, ``.curves.png`` and, when files were
             skipped, ``.skipped.json`` go beside it.
@@ -91,6 +101,10 @@ def train(
         patience: epochs without a better validation loss before stopping.
         verbose: 0 silent, 1 Keras's progress bar, 2 one line per epoch.
         callbacks: more Keras callbacks for ``fit``, run after imgrec's own.
+        transfer: for a zoo network: ``"head"`` (default), ``"finetune"`` or
+            ``"scratch"`` (see ``imgrec.transfer``).
+        freeze, unfreeze_from: for ``finetune``: how many backbone layers stay
+            frozen, or the layer from which on they are trained.
 
     Returns:
         Plain data: paths written, epochs done, best validation loss and accuracy,
@@ -111,6 +125,11 @@ def train(
         previous = model_info(model)
         if not previous.training:
             raise ImgrecError(f"{resume}: not a model trained by imgrec; nothing to resume")
+        if model.optimizer is None:
+            raise ImgrecError(
+                f"{resume}: its last stage trained a head on cached features, which has no "
+                "optimizer state to resume; rerun it (the features are cached, it is fast)"
+            )
         training = dict(previous.training)
         height, width, channels = model.input_shape[1:]
         data = _load(dataset, (height, width), channels, val_split, limit_per_class, seed)
@@ -121,7 +140,38 @@ def train(
             )
         target = epochs or training["epochs_asked"]
         history = training["history"]
+    elif is_transfer_architecture(arch):
+        entry = get_entry(arch)
+        backbone_size = image_size or (entry.input_size, entry.input_size)
+        data = _load(
+            dataset, image_size, None, val_split, limit_per_class, seed, folder_size=backbone_size
+        )
+        # transfer.py builds on this module's fitting machinery: imported here, not on top.
+        from imgrec.transfer import train_transfer
+
+        fitted = train_transfer(
+            data,
+            arch,
+            transfer or "head",
+            out=out,
+            epochs=epochs or TRANSFER_EPOCHS,
+            batch_size=batch_size,
+            lr=lr,
+            image_size=backbone_size,
+            augment=augment,
+            freeze=freeze,
+            unfreeze_from=unfreeze_from,
+            class_weight=class_weight,
+            seed=seed,
+            val_split=val_split,
+            patience=patience,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        return fitted | {"dataset": data.summary(), "skipped": [vars(s) for s in data.skipped]}
     else:
+        if transfer is not None:
+            raise ImgrecError(f"--transfer needs a zoo network as --arch, not {arch!r}")
         architecture = get_seed_architecture(arch)
         default_height, default_width, _ = architecture.default_input_shape
         size = image_size or None
@@ -142,8 +192,13 @@ def train(
             augmentation=augmentation_layer(augment_spec, seed=seed),
         )
         target = epochs or architecture.epochs
-        steps = target * _steps_per_epoch(len(data.train.labels), batch_size)
-        _compile(model, architecture, lr or architecture.learning_rate, steps)
+        compile_classifier(
+            model,
+            lr or architecture.learning_rate,
+            schedule=architecture.lr_schedule,
+            weight_decay=architecture.weight_decay,
+            total_steps=target * steps_per_epoch(len(data.train.labels), batch_size),
+        )
         history = {}
         training = {
             "architecture": architecture.name,
@@ -170,8 +225,59 @@ def train(
     if data.skipped:
         _write_json(companion_path(out, ".skipped.json"), [vars(s) for s in data.skipped])
 
-    validation = (data.val.images, data.val.labels) if data.val else None
-    checkpoints = _Checkpoints(out, previous, training, history, has_validation=bool(validation))
+    fitted = fit_with_checkpoints(
+        model,
+        data,
+        out=out,
+        info=previous,
+        training=training,
+        history=history,
+        epochs=target,
+        batch_size=batch_size,
+        class_weight=class_weight,
+        patience=patience,
+        verbose=verbose,
+        callbacks=callbacks,
+    )
+    return fitted | {"dataset": data.summary(), "skipped": [vars(s) for s in data.skipped]}
+
+
+def fit_with_checkpoints(
+    model: keras.Model,
+    data: Dataset,
+    *,
+    out: Path,
+    info: ModelInfo,
+    training: dict[str, Any],
+    history: dict[str, list[float]],
+    epochs: int,
+    batch_size: int,
+    class_weight: str | None = None,
+    patience: int = 5,
+    verbose: int = 1,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    inputs: tuple[np.ndarray, np.ndarray | None] | None = None,
+    saved_model: keras.Model | None = None,
+) -> dict[str, Any]:
+    """``model.fit`` with imgrec's checkpoints, early stopping and Ctrl-C handling.
+
+    Args:
+        model: the compiled model to fit.
+        data: the data set; its labels are the targets.
+        out, info, training, history: where and what to save (see ``train``).
+        epochs: the total epochs to reach; ``training["epochs_done"]`` are done.
+        inputs: what to feed instead of the images (train, validation), such as
+            cached backbone features for a new head.
+        saved_model: the model to save when it is not ``model`` (the whole network
+            when ``model`` is only its head).
+    """
+    if data.skipped:
+        _write_json(companion_path(out, ".skipped.json"), [vars(s) for s in data.skipped])
+    train_x, val_x = inputs or (data.train.images, data.val.images if data.val else None)
+    validation = (val_x, data.val.labels) if data.val else None
+    checkpoints = _Checkpoints(
+        out, info, training, history, has_validation=bool(validation), saved_model=saved_model
+    )
     fit_callbacks = [checkpoints]
     if validation is not None and patience > 0:
         fit_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
@@ -180,31 +286,42 @@ def train(
     start = time.perf_counter()
     with _stop_on_sigint(model) as interrupted:
         model.fit(
-            data.train.images,
+            train_x,
             data.train.labels,
             batch_size=batch_size,
-            epochs=target,
-            initial_epoch=done,
+            epochs=epochs,
+            initial_epoch=training.get("epochs_done", 0),
             validation_data=validation,
             class_weight=_balanced_weights(data.train.labels) if class_weight else None,
             callbacks=fit_callbacks,
             verbose=verbose,
         )
-    seconds = time.perf_counter() - start
     return {
         "model": str(out),
         "last": str(companion_path(out, ".last.keras")),
         "history": str(companion_path(out, ".history.json")),
         "curves": str(companion_path(out, ".curves.png")),
-        "epochs_done": checkpoints.training["epochs_done"],
-        "epochs_asked": target,
+        "epochs_done": checkpoints.training.get("epochs_done", 0),
+        "epochs_asked": epochs,
         "best_val_loss": checkpoints.best_val_loss,
         "best_val_accuracy": checkpoints.best_val_accuracy,
         "interrupted": interrupted.is_set,
-        "seconds": seconds,
-        "dataset": data.summary(),
-        "skipped": [vars(s) for s in data.skipped],
+        "seconds": time.perf_counter() - start,
     }
+
+
+def is_transfer_architecture(arch: str) -> bool:
+    """Whether ``arch`` names a zoo network (transfer learning), not a seed network."""
+    try:
+        get_seed_architecture(arch)
+        return False
+    except ImgrecError:
+        pass
+    try:
+        get_entry(arch)
+        return True
+    except ImgrecError:
+        return False
 
 
 def _load(
@@ -223,15 +340,23 @@ def _load(
     )
 
 
-def _steps_per_epoch(samples: int, batch_size: int) -> int:
+def steps_per_epoch(samples: int, batch_size: int) -> int:
     return max(1, -(-samples // batch_size))
 
 
-def _compile(model: keras.Model, architecture, lr: float, total_steps: int) -> None:
-    if architecture.lr_schedule == "cosine":
+def compile_classifier(
+    model: keras.Model,
+    lr: float,
+    *,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    total_steps: int = 1,
+) -> None:
+    """Adam (AdamW with weight decay), a constant or cosine learning rate, the right loss."""
+    if schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
-    if architecture.weight_decay:
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=architecture.weight_decay)
+    if weight_decay:
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
     else:
         optimizer = keras.optimizers.Adam(lr)
     binary = is_binary_output(model)
@@ -255,7 +380,14 @@ def _accuracy(logs: dict[str, float], prefix: str = "") -> float | None:
 
 
 class _Checkpoints(keras.callbacks.Callback):
-    """After each epoch: save the latest state, the best model, the history and curves."""
+    """Keep the latest state, the best model, the history and the curves on disk.
+
+    The history is written after every epoch. Models and curves are written after the
+    first epoch, then at most every ``SAVE_EVERY_S`` seconds, and when training ends
+    (Ctrl-C included): saving a large model takes seconds, which would dominate short
+    epochs such as a new head on cached features. The best weights are kept in memory
+    in between, so no improvement is lost.
+    """
 
     def __init__(
         self,
@@ -264,8 +396,10 @@ class _Checkpoints(keras.callbacks.Callback):
         training: dict,
         history: dict[str, list[float]],
         has_validation: bool,
+        saved_model: keras.Model | None = None,
     ) -> None:
         super().__init__()
+        self.saved_model = saved_model
         self.out = out
         self.info = info
         self.training = training
@@ -274,6 +408,8 @@ class _Checkpoints(keras.callbacks.Callback):
         losses = self.history.get("val_loss" if has_validation else "loss", [])
         self.best_val_loss = min(losses) if losses else None
         self.best_val_accuracy = None
+        self.best_weights: list[np.ndarray] | None = None
+        self.last_write = -float("inf")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -284,17 +420,32 @@ class _Checkpoints(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(value)
         self.training["epochs_done"] = epoch + 1
         self.training["history"] = self.history
-        attach_info(self.model, dataclasses.replace(self.info, training=dict(self.training)))
-        save_model(self.model, companion_path(self.out, ".last.keras"))
         loss = logs.get("val_loss" if self.has_validation else "loss")
         if loss is not None and (self.best_val_loss is None or loss < self.best_val_loss):
             self.best_val_loss = loss
             self.best_val_accuracy = _accuracy(logs, "val_" if self.has_validation else "")
-            save_model(self.model, self.out)
+            self.best_weights = (self.saved_model or self.model).get_weights()
         _write_json(companion_path(self.out, ".history.json"), self.history)
+        if time.monotonic() - self.last_write >= SAVE_EVERY_S:
+            self._write()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        model = self.saved_model or self.model
+        attach_info(model, dataclasses.replace(self.info, training=dict(self.training)))
+        save_model(model, companion_path(self.out, ".last.keras"))
+        if self.best_weights is not None:
+            current = model.get_weights()
+            model.set_weights(self.best_weights)
+            save_model(model, self.out)
+            model.set_weights(current)
+            self.best_weights = None
         plot_training_curves(
             self.history, companion_path(self.out, ".curves.png"), title=self.out.name
         )
+        self.last_write = time.monotonic()
 
 
 class _Flag:

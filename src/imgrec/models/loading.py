@@ -73,11 +73,18 @@ def _read_info(path: Path, model: keras.Model) -> ModelInfo:
                 raise ModelError(f"{path}: damaged imgrec metadata ({err})") from err
     # A model saved by plain Keras: say what is assumed instead of guessing silently.
     height, width = model.input_shape[1:3]
-    classes = model.output_shape[-1]
-    names = (
-        imagenet_class_names() if classes == 1000 else tuple(f"class {i}" for i in range(classes))
+    classes = max(2, model.output_shape[-1])  # a single sigmoid unit answers two classes
+    if classes == 1000:
+        names = imagenet_class_names()
+    else:
+        names = tuple(f"class {i}" for i in range(classes))
+    # The chapter's models rescale inside (Rescaling(1/255) first); others get it here.
+    rescales = any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers[:4])
+    preprocessing = Preprocessing(
+        size=(height, width),
+        scale=1.0 if rescales else 1 / 255,
+        name="assumed:pixels" if rescales else "assumed:rescale",
     )
-    preprocessing = Preprocessing(size=(height, width), scale=1 / 255, name="assumed:rescale")
     return ModelInfo(path.name, names, preprocessing, f"{path} (no imgrec metadata)")
 
 

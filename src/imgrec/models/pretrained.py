@@ -25,7 +25,7 @@ from imgrec.models.efficientnet_lite import (
     load_torch_state_dict,
 )
 from imgrec.models.labels import imagenet_class_names
-from imgrec.models.metadata import ModelInfo, attach_info
+from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.mobilenet_v2 import MobileNetV2Torchvision, load_torchvision_state_dict
 from imgrec.models.preprocessing import Preprocessing, keras_imagenet, torchvision_imagenet
 from imgrec.models.torch_weights import load_state_dict
@@ -60,11 +60,52 @@ _TORCH_ARCHITECTURES = {
 }
 
 
-def build_architecture(entry: ZooEntry) -> keras.Model:
-    """The network of ``entry`` with Keras's own layers and no weights."""
-    if entry.keras_builder is None:
-        return _TORCH_ARCHITECTURES[entry.name].build()
-    return getattr(keras.applications, entry.keras_builder)(weights=None)
+def build_architecture(entry: ZooEntry, torch_layout: bool = False, **options) -> keras.Model:
+    """The network of ``entry`` with no weights.
+
+    Args:
+        entry: the zoo network.
+        torch_layout: build the twin that takes PyTorch weights (where one exists)
+            instead of Keras's own architecture.
+        **options: ``input_shape``, ``include_top``, ``pooling`` as in Keras's
+            applications.
+    """
+    if entry.keras_builder is None or torch_layout:
+        return _TORCH_ARCHITECTURES[entry.name].build(**options)
+    return getattr(keras.applications, entry.keras_builder)(weights=None, **options)
+
+
+def load_backbone(
+    name: str, input_shape: tuple[int, int, int], pretrained: bool = True
+) -> tuple[keras.Model, Preprocessing, str]:
+    """A zoo network without its classifier, ending in global average pooling.
+
+    Args:
+        name: a zoo name.
+        input_shape: the input the backbone is built for (weights do not depend on it).
+        pretrained: copy the ImageNet weights in (resolved as ``load_pretrained``
+            does); False leaves the architecture's random initialisation.
+
+    Returns:
+        The backbone, the preprocessing its weights expect, and where they came from.
+    """
+    entry = get_entry(name)
+    if not pretrained:
+        backbone = build_architecture(
+            entry, input_shape=input_shape, include_top=False, pooling="avg"
+        )
+        return backbone, torchvision_imagenet(input_shape[0]), "random initialisation"
+    full = load_pretrained(name)
+    info = model_info(full)
+    # The weights fit the layout they were loaded into: Keras's own or PyTorch's twin.
+    torch_layout = not info.preprocessing.name.startswith("keras:")
+    backbone = build_architecture(
+        entry, torch_layout, input_shape=input_shape, include_top=False, pooling="avg"
+    )
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(full.get_layer(layer.name).get_weights())
+    return backbone, info.preprocessing, info.weights
 
 
 def load_pretrained(name: str, weights: str | Path | None = None) -> keras.Model:
