@@ -30,7 +30,7 @@ import numpy as np
 BATCH = 64
 
 
-def _measure(variant: str, dataset: str, epochs: int) -> dict:
+def _measure(variant: str, dataset: str, epochs: int, limit: int | None) -> dict:
     """Runs in a child process: train one way and report images/s and peak memory."""
     import keras
     from step_timer import steady_images_per_second, step_timer
@@ -39,7 +39,8 @@ def _measure(variant: str, dataset: str, epochs: int) -> dict:
     from imgrec.datasets import load_dataset
     from imgrec.models.seed import build_seed
 
-    data = load_dataset(dataset, image_size=(32, 32) if variant.endswith("folder") else None)
+    size = (32, 32) if variant.endswith("folder") else None
+    data = load_dataset(dataset, image_size=size, limit_per_class=limit)
     timer = step_timer()
     if variant.startswith("keras"):
         keras.utils.set_random_seed(0)
@@ -102,11 +103,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--folder-images", type=int, default=4000)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--limit-per-class", type=int, help="Fashion-MNIST images per class (default: all)"
+    )
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        variant, dataset, epochs = args.child
-        print(json.dumps(_measure(variant, dataset, int(epochs))))
+        variant, dataset, epochs, limit = args.child
+        limit = int(limit) if limit != "all" else None
+        print(json.dumps(_measure(variant, dataset, int(epochs), limit)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +141,7 @@ def main() -> None:
                         variant + suffix,
                         dataset,
                         str(args.epochs),
+                        str(args.limit_per_class or "all"),
                     ],
                     check=True,
                     capture_output=True,

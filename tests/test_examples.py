@@ -103,3 +103,14 @@ def test_resnet50_dog_falls_back_to_mobilenet_v2(tmp_path):
     assert "MobileNetV2" in output
     assert "1. Egyptian cat" in output
     assert "inference:" in output and " ms " in output
+
+
+def test_mobilenet_transfer_on_digits(tmp_path):
+    output = run_example(
+        "mobilenet_transfer.py", "digits", "--epochs", "2", "--image-size", "48",
+        "--limit-per-class", "20", cwd=tmp_path,
+    )  # fmt: skip
+    assert "offline package" in output
+    assert "Keras, backbone in the loop:" in output
+    assert "imgrec, cached features:" in output
+    assert (tmp_path / "mobilenet_transfer.keras").is_file()

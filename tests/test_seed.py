@@ -200,8 +200,6 @@ def test_learns_a_separable_problem(name):
         keras.optimizers.Adam(SEED_ARCHITECTURES[name].learning_rate),
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        # XLA ("auto" on TensorFlow) would spend longer compiling than training here.
-        jit_compile=False,
     )
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert history.history["accuracy"][-1] > 0.9

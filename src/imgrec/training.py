@@ -143,9 +143,9 @@ def train(
     elif is_transfer_architecture(arch):
         entry = get_entry(arch)
         backbone_size = image_size or (entry.input_size, entry.input_size)
-        data = _load(
-            dataset, image_size, None, val_split, limit_per_class, seed, folder_size=backbone_size
-        )
+        # Photos are decoded at the backbone's size; array data sets keep theirs and the
+        # model resizes them up (a cache of Fashion-MNIST at 224 x 224 would take 10 GB).
+        data = _load(dataset, None, None, val_split, limit_per_class, seed, backbone_size)
         # transfer.py builds on this module's fitting machinery: imported here, not on top.
         from imgrec.transfer import train_transfer
 

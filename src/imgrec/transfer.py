@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,7 @@ def train_transfer(
     }
     history: dict[str, list[float]] = {}
     stages = []
+    start = time.perf_counter()
 
     if strategy == "scratch":
         backbone.trainable = True
@@ -282,6 +284,7 @@ def train_transfer(
             result = fit_with_checkpoints(model, data, history=history, epochs=epochs, **common)
     result.pop("history_data", None)
     return result | {
+        "seconds": time.perf_counter() - start,  # feature extraction included
         "strategy": strategy,
         "stages": [{"stage": name, **counts} for name, counts in stages],
         "parameters": stages[-1][1],
