@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -39,7 +40,7 @@ from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.seed import build_seed, get_seed_architecture, is_binary_output
 from imgrec.models.zoo import get_entry
 from imgrec.plots import plot_training_curves
-from imgrec.storage import write_bytes_atomic
+from imgrec.storage import atomic_path, write_bytes_atomic
 
 # Epochs for transfer learning when --epochs is not given.
 TRANSFER_EPOCHS = 10
@@ -351,8 +352,13 @@ def compile_classifier(
     schedule: str = "constant",
     weight_decay: float = 0.0,
     total_steps: int = 1,
+    steps_per_execution: int = 1,
 ) -> None:
-    """Adam (AdamW with weight decay), a constant or cosine learning rate, the right loss."""
+    """Adam (AdamW with weight decay), a constant or cosine learning rate, the right loss.
+
+    ``steps_per_execution`` runs several steps per call into the backend: worth it when
+    a step is tiny, such as a new head on cached features.
+    """
     if schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
     if weight_decay:
@@ -364,6 +370,7 @@ def compile_classifier(
         optimizer=optimizer,
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["binary_accuracy" if binary else "accuracy"],
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -382,11 +389,11 @@ def _accuracy(logs: dict[str, float], prefix: str = "") -> float | None:
 class _Checkpoints(keras.callbacks.Callback):
     """Keep the latest state, the best model, the history and the curves on disk.
 
-    The history is written after every epoch. Models and curves are written after the
-    first epoch, then at most every ``SAVE_EVERY_S`` seconds, and when training ends
-    (Ctrl-C included): saving a large model takes seconds, which would dominate short
-    epochs such as a new head on cached features. The best weights are kept in memory
-    in between, so no improvement is lost.
+    The history is written after every epoch. Models and curves are written at most
+    every ``SAVE_EVERY_S`` seconds, and when training ends (Ctrl-C included): saving a
+    large model takes seconds, which would dominate short epochs such as a new head on
+    cached features. The best weights are kept in memory in between, so no improvement
+    is lost.
     """
 
     def __init__(
@@ -409,7 +416,8 @@ class _Checkpoints(keras.callbacks.Callback):
         self.best_val_loss = min(losses) if losses else None
         self.best_val_accuracy = None
         self.best_weights: list[np.ndarray] | None = None
-        self.last_write = -float("inf")
+        self.best_is_latest = False
+        self.last_write = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -425,6 +433,7 @@ class _Checkpoints(keras.callbacks.Callback):
             self.best_val_loss = loss
             self.best_val_accuracy = _accuracy(logs, "val_" if self.has_validation else "")
             self.best_weights = (self.saved_model or self.model).get_weights()
+        self.best_is_latest = loss is not None and loss == self.best_val_loss
         _write_json(companion_path(self.out, ".history.json"), self.history)
         if time.monotonic() - self.last_write >= SAVE_EVERY_S:
             self._write()
@@ -435,8 +444,13 @@ class _Checkpoints(keras.callbacks.Callback):
     def _write(self) -> None:
         model = self.saved_model or self.model
         attach_info(model, dataclasses.replace(self.info, training=dict(self.training)))
-        save_model(model, companion_path(self.out, ".last.keras"))
-        if self.best_weights is not None:
+        last = companion_path(self.out, ".last.keras")
+        save_model(model, last)
+        if self.best_weights is not None and self.best_is_latest:
+            with atomic_path(self.out) as tmp:
+                shutil.copyfile(last, tmp)
+            self.best_weights = None
+        elif self.best_weights is not None:
             current = model.get_weights()
             model.set_weights(self.best_weights)
             save_model(model, self.out)

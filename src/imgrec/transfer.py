@@ -49,6 +49,8 @@ BACKBONE_LAYER = "backbone"
 HEAD_DROPOUT = 0.2
 FINETUNE_LR_FACTOR = 0.1
 DEFAULT_LR = 1e-3
+# A head step on cached features is tiny; several per call keep Python out of the way.
+HEAD_STEPS_PER_EXECUTION = 16
 
 
 def build_transfer_model(
@@ -309,7 +311,7 @@ def _fit_head_on_cached_features(
         else None
     )
     head = head_model(model)
-    compile_classifier(head, lr)
+    compile_classifier(head, lr, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
     result = fit_with_checkpoints(
         head,
         data,
