@@ -51,6 +51,7 @@ FINETUNE_LR_FACTOR = 0.1
 DEFAULT_LR = 1e-3
 # A head step on cached features is tiny; several per call keep Python out of the way.
 HEAD_STEPS_PER_EXECUTION = 16
+SCRATCH_BN_MOMENTUM = 0.9
 
 
 def build_transfer_model(
@@ -251,6 +252,12 @@ def train_transfer(
 
     if strategy == "scratch":
         backbone.trainable = True
+        # Keras's ImageNet recipes average BatchNorm statistics over thousands of steps
+        # (momentum 0.99-0.999); a few hundred steps on a small data set would leave
+        # them at their initial values and inference at chance.
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = SCRATCH_BN_MOMENTUM
         compile_classifier(
             model,
             lr,
