@@ -169,7 +169,7 @@ def train(
             verbose=verbose,
             callbacks=callbacks,
         )
-        return fitted | {"dataset": data.summary(), "skipped": [vars(s) for s in data.skipped]}
+        return fitted | _data_report(data)
     else:
         if transfer is not None:
             raise ImgrecError(f"--transfer needs a zoo network as --arch, not {arch!r}")
@@ -240,7 +240,7 @@ def train(
         verbose=verbose,
         callbacks=callbacks,
     )
-    return fitted | {"dataset": data.summary(), "skipped": [vars(s) for s in data.skipped]}
+    return fitted | _data_report(data)
 
 
 def fit_with_checkpoints(
@@ -309,6 +309,10 @@ def fit_with_checkpoints(
         "interrupted": interrupted.is_set,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _data_report(data: Dataset) -> dict[str, Any]:
+    return {"dataset": data.summary(), "skipped": [vars(s) for s in data.skipped]}
 
 
 def is_transfer_architecture(arch: str) -> bool:
