@@ -7,6 +7,7 @@ a few broken files among them, the way a user's folder looks.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw
 
 import imgrec
 from imgrec.cli import main
+from imgrec.datasets import load_dataset
 from imgrec.errors import ImgrecError
 from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
@@ -153,7 +155,11 @@ def test_resume_continues_epochs_and_optimizer(trained, shapes):
     result = train(shapes, resume=last, out=out, epochs=done + 2, patience=0, verbose=0)
     assert result["epochs_done"] == done + 2
     after = load_keras_file(result["last"], compile=True)
-    assert int(after.optimizer.iterations) > steps_before
+    # Two more epochs at the run's own batch size (16), which the schedule counts on.
+    train_images = len(
+        load_dataset(shapes, image_size=(32, 32), val_split=0.25, seed=1).train.labels
+    )
+    assert int(after.optimizer.iterations) == steps_before + 2 * math.ceil(train_images / 16)
     history = json.loads(Path(result["history"]).read_text())
     assert len(history["loss"]) == done + 2  # the earlier epochs are kept
 

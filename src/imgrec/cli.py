@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--unfreeze-from", metavar="LAYER", help="finetune: train from this layer on"
     )
     train.add_argument("--epochs", type=_positive_int, help="total epochs (default: the recipe's)")
-    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument(
+        "--batch-size", type=_positive_int, help="images per step (default 64; on resume the run's)"
+    )
     train.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     train.add_argument(
         "--image-size", type=_image_size, help="N or HxW for photos (default: the network's)"
@@ -159,9 +161,15 @@ AUGMENT_HELP = (
 def _dataset_flags() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     flags.add_argument("dataset", metavar="DATASET", help="a folder, archive or built-in name")
-    flags.add_argument("--val-split", type=float, default=0.1, help="validation fraction")
+    flags.add_argument(
+        "--val-split", type=float, help="validation fraction (default 0.1; on resume the run's)"
+    )
     flags.add_argument("--limit-per-class", type=_positive_int, help="at most N images a class")
-    flags.add_argument("--seed", type=int, default=0, help="seeds split, shuffling and weights")
+    flags.add_argument(
+        "--seed",
+        type=int,
+        help="seeds split, shuffling and weights (default 0; on resume the run's)",
+    )
     return flags
 
 

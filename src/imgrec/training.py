@@ -42,6 +42,8 @@ from imgrec.models.zoo import get_entry
 from imgrec.plots import plot_training_curves
 from imgrec.storage import atomic_path, write_bytes_atomic
 
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_VAL_SPLIT = 0.1
 # Epochs for transfer learning when --epochs is not given.
 TRANSFER_EPOCHS = 10
 # Models and curves are written at most this often during training (and at its end).
@@ -60,15 +62,15 @@ def train(
     *,
     out: str | os.PathLike = "model.keras",
     epochs: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     lr: float | None = None,
     image_size: tuple[int, int] | None = None,
     augment: str = "",
     resume: str | os.PathLike | None = None,
     class_weight: str | None = None,
-    val_split: float = 0.1,
+    val_split: float | None = None,
     limit_per_class: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     patience: int = 5,
     verbose: int = 1,
     callbacks: list[keras.callbacks.Callback] | None = None,
@@ -88,7 +90,7 @@ def train(
             skipped, ``.skipped.json`` go beside it.
         epochs: total epochs to reach (default: the architecture's recipe, or on
             resume what the interrupted run asked for).
-        batch_size: images per step.
+        batch_size: images per step (default 64; on resume, the run's own).
         lr: learning rate (default: the architecture's recipe).
         image_size: height and width for photo folders (default: the architecture's
             input size); array data sets keep their own size unless this is given.
@@ -96,9 +98,11 @@ def train(
         resume: a ``.keras`` file saved by ``train`` to continue from.
         class_weight: ``"balanced"`` weighs classes by inverse frequency.
         val_split: fraction of the training data held out for validation when the
-            data set has no validation split of its own.
+            data set has no validation split of its own (default 0.1; on resume,
+            the run's own).
         limit_per_class: keep at most this many training images per class.
-        seed: seeds the split, the shuffling, the augmentation and the weights.
+        seed: seeds the split, the shuffling, the augmentation and the weights
+            (default 0; on resume, the run's own).
         patience: epochs without a better validation loss before stopping.
         verbose: 0 silent, 1 Keras's progress bar, 2 one line per epoch.
         callbacks: more Keras callbacks for ``fit``, run after imgrec's own.
@@ -116,10 +120,14 @@ def train(
     """
     if class_weight not in (None, "balanced"):
         raise ImgrecError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
-    keras.utils.set_random_seed(seed)
     out = Path(out)
     if out.suffix != ".keras":
         raise ImgrecError(f"{out}: the model file must end in .keras")
+    if resume is None:  # a resumed run takes these from its file
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        val_split = DEFAULT_VAL_SPLIT if val_split is None else val_split
+        seed = seed or 0
+        keras.utils.set_random_seed(seed)
 
     if resume is not None:
         model = load_keras_file(resume, compile=True)
@@ -132,6 +140,13 @@ def train(
                 "optimizer state to resume; rerun it (the features are cached, it is fast)"
             )
         training = dict(previous.training)
+        # The same split (no validation image may have been trained on) and the same
+        # batch size (the learning-rate schedule counts steps), unless asked otherwise.
+        batch_size = batch_size or training["batch_size"]
+        val_split = training.get("val_split", DEFAULT_VAL_SPLIT) if val_split is None else val_split
+        seed = training.get("seed", 0) if seed is None else seed
+        limit_per_class = limit_per_class or training.get("limit_per_class")
+        keras.utils.set_random_seed(seed)
         height, width, channels = model.input_shape[1:]
         data = _load(dataset, (height, width), channels, val_split, limit_per_class, seed)
         if tuple(data.class_names) != previous.class_names:
@@ -207,6 +222,7 @@ def train(
             "batch_size": batch_size,
             "seed": seed,
             "val_split": val_split,
+            "limit_per_class": limit_per_class,
         }
         previous = ModelInfo(
             name=out.name,
