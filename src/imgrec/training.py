@@ -281,7 +281,8 @@ def fit_with_checkpoints(
     Args:
         model: the compiled model to fit.
         data: the data set; its labels are the targets.
-        out, info, training, history: where and what to save (see ``train``).
+        out, info, training: where and what to save (see ``train``).
+        history: the epochs done so far, per metric; extended in place, epoch by epoch.
         epochs: the total epochs to reach; ``training["epochs_done"]`` are done.
         inputs: what to feed instead of the images (train, validation), such as
             cached backbone features for a new head.
@@ -430,7 +431,7 @@ class _Checkpoints(keras.callbacks.Callback):
         self.out = out
         self.info = info
         self.training = training
-        self.history = {k: list(v) for k, v in history.items()}
+        self.history = history
         self.has_validation = has_validation
         losses = self.history.get("val_loss" if has_validation else "loss", [])
         self.best_val_loss = min(losses) if losses else None

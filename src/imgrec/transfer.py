@@ -24,7 +24,6 @@ says so.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -289,9 +288,7 @@ def train_transfer(
             set_trainable_backbone(model, freeze, unfreeze_from)
             stages.append(("finetune", trainable_counts(model)))
             compile_classifier(model, lr * FINETUNE_LR_FACTOR)
-            history = dict(result.pop("history_data"))
             result = fit_with_checkpoints(model, data, history=history, epochs=epochs, **common)
-    result.pop("history_data", None)
     return result | {
         "seconds": time.perf_counter() - start,  # feature extraction included
         "strategy": strategy,
@@ -319,7 +316,7 @@ def _fit_head_on_cached_features(
     )
     head = head_model(model)
     compile_classifier(head, lr, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
-    result = fit_with_checkpoints(
+    return fit_with_checkpoints(
         head,
         data,
         history=history,
@@ -328,8 +325,3 @@ def _fit_head_on_cached_features(
         saved_model=model,
         **common,
     )
-    return result | {"history_data": _history_of(result)}
-
-
-def _history_of(result: dict[str, Any]) -> dict[str, list[float]]:
-    return json.loads(Path(result["history"]).read_text())

@@ -35,6 +35,7 @@ from imgrec.models.zoo import (
     keras_cached_weights,
     missing_weights_message,
     weights_host_reachable,
+    weights_origin,
 )
 from imgrec.storage import atomic_path, imgrec_home
 
@@ -95,6 +96,13 @@ def load_backbone(
             entry, input_shape=input_shape, include_top=False, pooling="avg"
         )
         return backbone, torchvision_imagenet(input_shape[0]), "random initialisation"
+    if weights_origin(entry) == "offline package":
+        # Straight from the PyTorch state dict into the headless twin: loading the
+        # whole converted network only to copy its layers would build it twice.
+        architecture = _TORCH_ARCHITECTURES[entry.name]
+        backbone = architecture.build(input_shape=input_shape, include_top=False, pooling="avg")
+        architecture.load_state_dict(backbone, load_state_dict(entry.offline.path()))
+        return backbone, architecture.preprocessing(), _offline_origin(entry)
     full = load_pretrained(name)
     info = model_info(full)
     # The weights fit the layout they were loaded into: Keras's own or PyTorch's twin.
@@ -137,9 +145,12 @@ def load_pretrained(name: str, weights: str | Path | None = None) -> keras.Model
             print(f"imgrec: {err}; using the offline package instead", file=sys.stderr)
     offline_file = entry.offline.path() if entry.offline else None
     if offline_file is not None:
-        description = f"offline package {entry.offline.package}: {entry.offline.description}"
-        return _with_torch_weights(entry, offline_file, description)
+        return _with_torch_weights(entry, offline_file, _offline_origin(entry))
     raise WeightsError(missing_weights_message(entry))
+
+
+def _offline_origin(entry: ZooEntry) -> str:
+    return f"offline package {entry.offline.package}: {entry.offline.description}"
 
 
 def _info(entry: ZooEntry, preprocessing: Preprocessing, origin: str) -> ModelInfo:
