@@ -66,21 +66,45 @@ class Preprocessing:
 
     def resize_and_crop(self, image: np.ndarray) -> np.ndarray:
         """Bring one uint8 ``H x W x C`` image to ``size``; still uint8."""
-        height, width = self.size
         pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
-        if self.resize == "short_side":
-            short = min(pil.size)
-            ratio = self.resize_to / short
-            new_w = max(width, round(pil.width * ratio))
-            new_h = max(height, round(pil.height * ratio))
+        (new_w, new_h), (left, top) = self._resize_geometry(pil.height, pil.width)
+        if pil.size != (new_w, new_h):
             pil = pil.resize((new_w, new_h), Image.Resampling.BILINEAR)
-            left = round((new_w - width) / 2)
-            top = round((new_h - height) / 2)
+        height, width = self.size
+        if (new_w, new_h) != (width, height):
             pil = pil.crop((left, top, left + width, top + height))
-        elif pil.size != (width, height):
-            pil = pil.resize((width, height), Image.Resampling.BILINEAR)
         out = np.asarray(pil)
         return out[..., None] if out.ndim == 2 else out
+
+    def source_box(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """The part of a ``height x width`` photo that ``resize_and_crop`` keeps.
+
+        Maps results computed on the model's input (a Class Activation Map, a box)
+        back onto the photo: the model's input is this box, resized to ``size``.
+
+        Returns:
+            ``(left, top, right, bottom)`` in the photo's pixel coordinates (floats;
+            the whole photo is ``(0, 0, width, height)``).
+        """
+        (new_w, new_h), (left, top) = self._resize_geometry(height, width)
+        crop_h, crop_w = self.size
+        x_scale, y_scale = width / new_w, height / new_h
+        return (
+            left * x_scale,
+            top * y_scale,
+            (left + crop_w) * x_scale,
+            (top + crop_h) * y_scale,
+        )
+
+    def _resize_geometry(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The resized ``(width, height)`` of a photo, and the crop's ``(left, top)`` in it."""
+        out_h, out_w = self.size
+        if self.resize != "short_side":
+            return (out_w, out_h), (0, 0)
+        ratio = self.resize_to / min(height, width)
+        new_w = max(out_w, round(width * ratio))
+        new_h = max(out_h, round(height * ratio))
+        return (new_w, new_h), (round((new_w - out_w) / 2), round((new_h - out_h) / 2))
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """Turn uint8 pixels (``... x C``) into the float32 values the model expects."""
