@@ -1,0 +1,365 @@
+"""Run a model's forward pass on the fastest runtime at hand: ONNX Runtime or Keras.
+
+A ``Runtime`` is what prediction and evaluation call: it knows the model's
+``ModelInfo`` and input shape, and turns a preprocessed float32 batch into class
+probabilities. Two implementations:
+
+- ``KerasRuntime``: the Keras model itself (``predict_on_batch``, inference mode).
+- ``OnnxRuntime``: an ONNX export of the model, run by ONNX Runtime, which on a CPU
+  is faster than Keras (``bench/runtime_speed.py`` measures by how much).
+
+``load_runtime(model, "auto")`` takes ONNX Runtime when it is installed and an
+export of the model is current, exporting it on first use. Exports are kept under
+``imgrec_home()/onnx``, named after a key that changes with the model (a ``.keras``
+file's content digest; for a zoo network or a model in memory, the digest of its
+architecture, weights and metadata) and with the versions of the exporting
+software. Every entry is checked before use: its sidecar must describe this model,
+and the ``.onnx`` file must have the digest the sidecar recorded when it was
+written and checked against Keras; anything else is exported again. ONNX files are
+protobuf data, not pickles: reading one runs no code, so a damaged or tampered file
+costs a re-export, not safety. When the export cannot be made (another backend than
+TensorFlow, an operation ONNX lacks), ``auto`` says why and runs Keras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from imgrec.errors import ImgrecError, ModelError
+from imgrec.models.loading import load_model
+from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
+from imgrec.storage import imgrec_home, write_bytes_atomic
+
+RUNTIMES = ("auto", "keras", "onnx")
+ONNX_OPSET = 17
+CACHE_FOLDER = "onnx"
+
+ModelSource = str | os.PathLike | keras.Model
+
+
+class Runtime(ABC):
+    """A model's forward pass, from a preprocessed batch to class probabilities.
+
+    Attributes:
+        name: what runs the forward pass: ``"keras"`` or ``"onnx"`` (and, for the
+            checks of ``imgrec.exporter``, ``"tflite"`` or ``"savedmodel"``).
+        info: the model's ``ModelInfo``: class names, preprocessing, origin.
+        input_shape: ``(height, width, channels)`` of one input image.
+    """
+
+    name: str
+
+    def __init__(self, info: ModelInfo, input_shape: tuple[int, int, int]) -> None:
+        self.info = info
+        self.input_shape = tuple(int(d) for d in input_shape)
+
+    @abstractmethod
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities of a batch.
+
+        Args:
+            batch: float32 ``N x H x W x C``, already preprocessed
+                (``info.preprocessing``), at ``input_shape``.
+
+        Returns:
+            float32 ``N x classes``, one column per class name (a single sigmoid
+            unit gives two columns).
+        """
+
+    def warm_up(self) -> None:
+        """Run one forward pass on a blank image, so that later ones run at full speed.
+
+        The first call compiles (Keras) or allocates (ONNX Runtime); timing it would
+        overstate the steady cost, which is what imgrec reports.
+        """
+        self.predict(np.zeros((1, *self.input_shape), np.float32))
+
+
+class KerasRuntime(Runtime):
+    """The Keras model itself, always in inference mode (augmentation and dropout off).
+
+    Args:
+        model: a model that carries a ``ModelInfo`` (``imgrec.load_model`` gives one).
+    """
+
+    name = "keras"
+
+    def __init__(self, model: keras.Model) -> None:
+        super().__init__(model_info(model), model.input_shape[1:])
+        self.model = model
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        # predict_on_batch runs Keras's compiled predict function with training=False.
+        return class_probabilities(np.asarray(self.model.predict_on_batch(batch)))
+
+
+class OnnxRuntime(Runtime):
+    """An ONNX file run by ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file; its input is ``N x H x W x C`` float32, its one
+            output the model's output (as ``imgrec export`` writes them).
+        info: the model's ``ModelInfo`` (from the file's sidecar).
+
+    Raises:
+        ModelError: ONNX Runtime cannot load the file.
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | os.PathLike, info: ModelInfo) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: its optimiser's notes are noise here
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=onnxruntime.get_available_providers()
+            )
+        except Exception as err:  # ONNX Runtime raises its own types for bad files
+            raise ModelError(f"{path}: ONNX Runtime cannot load this file ({err})") from err
+        (model_input,) = self.session.get_inputs()
+        self._input = model_input.name
+        self._outputs = [self.session.get_outputs()[0].name]
+        super().__init__(info, model_input.shape[1:])
+        self.path = Path(path)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return class_probabilities(self.session.run(self._outputs, {self._input: batch})[0])
+
+
+def as_runtime(model: keras.Model | Runtime) -> Runtime:
+    """``model`` itself if it is a ``Runtime``, else a ``KerasRuntime`` around it."""
+    return model if isinstance(model, Runtime) else KerasRuntime(model)
+
+
+def onnx_available() -> str | None:
+    """Why ONNX Runtime cannot be used to run exports here, or None when it can."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    return None
+
+
+def export_available() -> str | None:
+    """Why models cannot be exported to ONNX here, or None when they can."""
+    if keras.backend.backend() != "tensorflow":
+        return f"exporting needs Keras's TensorFlow backend, not {keras.backend.backend()}"
+    for package in ("tf2onnx", "onnx"):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed (pip install {package})"
+    return None
+
+
+def load_runtime(
+    model: ModelSource | Runtime,
+    runtime: str = "auto",
+    *,
+    weights: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Runtime:
+    """The runtime that will run ``model``.
+
+    Args:
+        model: a zoo name, a ``.keras`` file, a model from ``imgrec.load_model``, an
+            ``.onnx`` file that ``imgrec export`` wrote (its JSON sidecar beside
+            it), or a ``Runtime`` (returned as it is).
+        runtime: ``"keras"``; ``"onnx"`` (ONNX Runtime, exporting the model on first
+            use); or ``"auto"``: ONNX Runtime when it is installed and the model can
+            be exported, else Keras.
+        weights: for a zoo name, a weights file to use instead of looking for one.
+        verbose: say on stderr when a model is exported, or why ``auto`` falls back
+            to Keras.
+
+    Raises:
+        ImgrecError: an unknown ``runtime``, or ``"onnx"`` where ONNX Runtime or the
+            exporter is missing.
+        ModelError, WeightsError: the model cannot be had, or (``"onnx"``) cannot be
+            exported.
+    """
+    if runtime not in RUNTIMES:
+        raise ImgrecError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if isinstance(model, Runtime):
+        return model
+    missing = onnx_available()
+    if _is_onnx_file(model):
+        if runtime == "keras":
+            raise ModelError(f"{model}: an ONNX file runs on ONNX Runtime, not Keras")
+        if missing:
+            raise ImgrecError(f"{model}: {missing}")
+        return open_onnx(model)
+    if runtime == "keras" or (runtime == "auto" and missing):
+        return KerasRuntime(_keras_model(model, weights))
+    if missing:
+        raise ImgrecError(f"--runtime onnx: {missing}")
+    return _cached_onnx(model, weights, strict=runtime == "onnx", verbose=verbose)
+
+
+def open_onnx(path: str | os.PathLike) -> OnnxRuntime:
+    """An ``.onnx`` file that ``imgrec export`` wrote, with the ``ModelInfo`` of its sidecar.
+
+    Raises:
+        ModelError: the sidecar is missing or damaged, or it describes another file
+            (the ``.onnx`` file changed after it was exported).
+    """
+    from imgrec.exporter import file_digest, read_sidecar
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such ONNX file")
+    sidecar = read_sidecar(path)
+    if sidecar.get("sha256") != file_digest(path):
+        raise ModelError(
+            f"{path}: the file changed after it was exported (its digest is not the one "
+            "its sidecar recorded); export the model again"
+        )
+    return OnnxRuntime(path, ModelInfo.from_config(sidecar["model"]))
+
+
+def cache_dir() -> Path:
+    """Where ``auto`` and ``onnx`` keep their exports: ``imgrec_home()/onnx``."""
+    return imgrec_home() / CACHE_FOLDER
+
+
+def _is_onnx_file(model: object) -> bool:
+    return isinstance(model, str | os.PathLike) and str(model).endswith(".onnx")
+
+
+def _is_keras_file(model: object) -> bool:
+    return isinstance(model, str | os.PathLike) and str(model).endswith(".keras")
+
+
+def _keras_model(model: ModelSource, weights: str | os.PathLike | None) -> keras.Model:
+    return model if isinstance(model, keras.Model) else load_model(model, weights=weights)
+
+
+def _cached_onnx(
+    model: ModelSource, weights: str | os.PathLike | None, *, strict: bool, verbose: bool
+) -> Runtime:
+    """The current export of ``model`` from the cache, exported first when there is none.
+
+    ``strict`` (``--runtime onnx``) raises when no export can be made; otherwise the
+    reason is told and the Keras model runs.
+    """
+    from imgrec.exporter import export, file_digest, weights_digest
+
+    if _is_keras_file(model) and weights is None:
+        # A file is known by its bytes: a current export needs no Keras model at all.
+        if not Path(model).is_file():
+            raise ModelError(f"{model}: no such model file")
+        identity = ("file_sha256", file_digest(model))
+        keras_model = None
+    else:
+        keras_model = _keras_model(model, weights)
+        identity = ("weights_sha256", weights_digest(keras_model))
+    path = cache_dir() / f"{_cache_key(*identity)}.onnx"
+    failed = path.with_suffix(".failed")
+    cached = _open_cache_entry(path, identity, verbose)
+    if cached is not None:
+        return cached
+    problem = export_available()
+    if problem is None and failed.is_file() and not strict:
+        problem = f"it could not be exported before ({failed.read_text().strip()})"
+    if problem is None:
+        source = model if keras_model is None else keras_model
+        name = model if keras_model is None else model_info(keras_model).name
+        if verbose:
+            print(
+                f"imgrec: exporting {name} to ONNX for faster inference "
+                f"(once; kept in {cache_dir()})",
+                file=sys.stderr,
+            )
+        try:
+            export(source, path, format="onnx")
+        except ModelError as err:
+            if strict:
+                raise
+            write_bytes_atomic(failed, str(err).encode())
+            problem = str(err)
+        else:
+            _remove_older_exports(path, model if keras_model is None else None)
+            return open_onnx(path)
+    if strict:
+        raise ImgrecError(f"--runtime onnx: {problem}")
+    if verbose:
+        print(f"imgrec: running Keras: {problem}", file=sys.stderr)
+    return KerasRuntime(keras_model if keras_model is not None else load_model(model))
+
+
+def _cache_key(kind: str, digest: str) -> str:
+    """A name for the export of one model by one version of the exporting software."""
+    identity = {"source": f"{kind}:{digest}", "opset": ONNX_OPSET, **exporter_versions()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def exporter_versions() -> dict[str, str | None]:
+    """The versions of the software an export depends on (recorded in every sidecar)."""
+    from imgrec import __version__
+
+    versions: dict[str, str | None] = {"imgrec": __version__, "keras": keras.__version__}
+    for name, distributions in (
+        ("tensorflow", ("tensorflow", "tensorflow-cpu")),
+        ("tf2onnx", ("tf2onnx",)),
+        ("onnx", ("onnx",)),
+    ):
+        versions[name] = next(
+            (v for d in distributions if (v := _distribution_version(d)) is not None), None
+        )
+    return versions
+
+
+def _distribution_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _open_cache_entry(path: Path, identity: tuple[str, str], verbose: bool) -> OnnxRuntime | None:
+    """The cached export at ``path`` if it is intact and describes this model, else None."""
+    from imgrec.exporter import sidecar_path
+
+    if not path.is_file() or not sidecar_path(path).is_file():
+        return None
+    kind, digest = identity
+    try:
+        runtime = open_onnx(path)
+        sidecar = json.loads(sidecar_path(path).read_text())
+        if sidecar["source"][kind] != digest:
+            raise ModelError(f"{path}: its sidecar describes another model")
+    except (ModelError, ValueError, KeyError, TypeError) as err:
+        if verbose:
+            print(f"imgrec: not using the cached export: {err}", file=sys.stderr)
+        return None
+    return runtime
+
+
+def _remove_older_exports(current: Path, source: ModelSource | None) -> None:
+    """Delete the cached exports of earlier versions of the model file ``source``.
+
+    A model file that is trained again gets a new digest, so a new export; the old
+    ones would only take space.
+    """
+    if source is None:
+        return
+    source_file = str(Path(source).resolve())
+    for sidecar in current.parent.glob("*.onnx.json"):
+        exported = sidecar.with_suffix("")
+        if exported == current:
+            continue
+        try:
+            same_file = json.loads(sidecar.read_text())["source"].get("file") == source_file
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        if same_file:
+            exported.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
