@@ -1,0 +1,114 @@
+"""The networks the web page offers, and the only way a request can name one.
+
+Two kinds: the zoo's ImageNet networks whose weights are on this machine now (the
+Keras cache or an offline package: choosing one never starts a download), and every
+``.keras`` file directly inside the models folder. A request names a model by the
+name this listing gives it; the name is looked up, never joined to a path, so
+``../secret.keras`` or ``/etc/passwd`` simply is not in the listing.
+
+The folder is listed again on every lookup (one ``scandir``), so a model copied into
+it appears on the page's next load, and a file replaced on disk gets a new version.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgrec.errors import ModelError
+from imgrec.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry, keras_cached_weights
+
+
+class UnknownModelError(ModelError):
+    """The name is not in the catalog."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One network the page offers.
+
+    Args:
+        name: what the API takes (``"mobilenet_v2"``, ``"pets.keras"``).
+        label: what people read (``"MobileNetV2"``, ``"pets.keras"``).
+        kind: ``"zoo"`` or ``"file"``.
+        source: what ``imgrec.load_model`` takes: a zoo name or the file's path.
+        version: changes when the file changes (its size and modification time);
+            empty for zoo networks.
+    """
+
+    name: str
+    label: str
+    kind: str
+    source: str
+    version: tuple[int, ...] = ()
+
+
+class ModelCatalog:
+    """The zoo networks with local weights, and the ``.keras`` files of one folder.
+
+    Args:
+        models_dir: the folder of ``.keras`` files, or ``None`` for zoo networks only.
+
+    Raises:
+        ModelError: ``models_dir`` is given but is not a folder.
+    """
+
+    def __init__(self, models_dir: str | os.PathLike | None = None) -> None:
+        self.models_dir = Path(models_dir).expanduser() if models_dir is not None else None
+        if self.models_dir is not None and not self.models_dir.is_dir():
+            raise ModelError(f"{self.models_dir}: no such folder (the models folder)")
+        # Weights do not appear or vanish while a server runs, and checking them
+        # imports nothing: list the zoo networks once.
+        self._zoo = tuple(
+            CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in ZOO if _weights_here(e)
+        )
+
+    def entries(self) -> list[CatalogEntry]:
+        """Every model on offer: zoo networks in the zoo's order, then files by name."""
+        return [*self._zoo, *self._files()]
+
+    def default(self) -> str | None:
+        """The name the page selects first: the zoo's default when offered, else the first."""
+        names = [entry.name for entry in self.entries()]
+        if DEFAULT_MODEL in names:
+            return DEFAULT_MODEL
+        return names[0] if names else None
+
+    def find(self, name: str) -> CatalogEntry:
+        """The entry called exactly ``name``.
+
+        Raises:
+            UnknownModelError: no such entry; the message lists the names on offer.
+        """
+        for entry in self.entries():
+            if entry.name == name:
+                return entry
+        offered = ", ".join(entry.name for entry in self.entries()) or "none"
+        raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
+
+    def _files(self) -> list[CatalogEntry]:
+        if self.models_dir is None:
+            return []
+        files = []
+        with os.scandir(self.models_dir) as listing:
+            for item in listing:
+                if item.name.startswith(".") or not item.name.endswith(".keras"):
+                    continue
+                if not item.is_file():
+                    continue
+                stat = item.stat()
+                files.append(
+                    CatalogEntry(
+                        item.name,
+                        item.name,
+                        "file",
+                        item.path,
+                        (stat.st_size, stat.st_mtime_ns),
+                    )
+                )
+        return sorted(files, key=lambda entry: entry.name)
+
+
+def _weights_here(entry: ZooEntry) -> bool:
+    return bool(keras_cached_weights(entry) or (entry.offline and entry.offline.path()))
