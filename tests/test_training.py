@@ -146,6 +146,21 @@ def test_evaluate_refuses_data_with_other_classes(trained, tmp_path):
         imgrec.evaluate(trained["model"], other)
 
 
+def test_evaluate_draws_the_validation_split_the_run_held_out(shapes, tmp_path):
+    # With a limit per class the validation images come from the limited ones; an
+    # evaluation drawing them from all images would test on training images.
+    result = train(
+        shapes, "cifar-cnn", out=tmp_path / "limited.keras", epochs=1, batch_size=16,
+        image_size=(32, 32), val_split=0.25, limit_per_class=12, seed=3, verbose=0,
+    )  # fmt: skip
+    held_out = load_dataset(
+        shapes, image_size=(32, 32), val_split=0.25, limit_per_class=12, seed=3
+    ).val
+    evaluated = imgrec.evaluate(result["model"], shapes)
+    assert evaluated["split"] == "val"
+    assert evaluated["images"] == len(held_out.labels) == 2 * 3
+
+
 def test_resume_continues_epochs_and_optimizer(trained, shapes):
     last = trained["last"]
     before = load_keras_file(last, compile=True)

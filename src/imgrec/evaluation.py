@@ -17,18 +17,18 @@ from typing import Any
 import keras
 import numpy as np
 
+from imgrec.classic.pipeline import ClassicModel, is_classic_file, load_classic
 from imgrec.datasets import Dataset, Split, load_dataset
 from imgrec.errors import DatasetError
-from imgrec.models.loading import load_model
-from imgrec.models.metadata import model_info
 from imgrec.plots import plot_confusion_matrix, plot_image_grid
+from imgrec.runtime import Runtime, as_runtime, load_runtime
 from imgrec.storage import write_bytes_atomic
 
 MISTAKES_SHOWN = 16
 
 
 def evaluate(
-    model: str | os.PathLike | keras.Model,
+    model: str | os.PathLike | keras.Model | Runtime | ClassicModel,
     dataset: str | os.PathLike | Dataset,
     *,
     report: str | os.PathLike | None = None,
@@ -36,11 +36,15 @@ def evaluate(
     batch_size: int = 256,
     val_split: float | None = None,
     seed: int | None = None,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` and optionally write a report folder.
 
     Args:
-        model: a ``.keras`` file, a zoo name, or a loaded model.
+        model: a ``.keras`` file, a zoo name, a loaded model, an ``.onnx`` export
+            or a ``Runtime``; or a traditional pipeline: a ``.joblib`` file that
+            ``imgrec classic train`` wrote (its digest is checked before it is
+            loaded), or a loaded ``ClassicModel``.
         dataset: a data set name or path, or a loaded one. Images are brought to
             the model's input size and channels.
         report: a folder for ``metrics.json``, ``confusion_matrix.png`` and
@@ -49,7 +53,11 @@ def evaluate(
         batch_size: images per forward pass.
         val_split, seed: how the validation split is drawn when the data set has
             neither a test nor a validation split of its own; by default the ones
-            the model was trained with, so that no training image is evaluated.
+            the model was trained with (and its limit per class), so that no
+            training image is evaluated.
+        runtime: what runs a network: ``"auto"`` (ONNX Runtime when the network
+            can be exported, else Keras), ``"onnx"`` or ``"keras"`` (see
+            ``imgrec.runtime.load_runtime``).
 
     Returns:
         ``split``, ``images``, ``accuracy``, ``top_k``, ``top_k_accuracy``,
@@ -59,31 +67,45 @@ def evaluate(
 
     Raises:
         DatasetError: the data set's classes differ from the model's.
+        UnsafeFileError: a ``.joblib`` file whose digest file is missing or differs.
     """
-    if not isinstance(model, keras.Model):
-        model = load_model(model)
-    info = model_info(model)
+    if isinstance(model, ClassicModel) or is_classic_file(model):
+        classic = model if isinstance(model, ClassicModel) else load_classic(model)
+        class_names, training = classic.class_names, classic.training
+        input_shape = classic.input_shape
+        scores = classic.predict_proba
+    else:
+        network = load_runtime(model, runtime)
+        class_names, training = network.info.class_names, network.info.training
+        input_shape = network.input_shape
+
+        def scores(images: np.ndarray) -> np.ndarray:
+            return predict_probabilities(network, images, batch_size)
+
     if not isinstance(dataset, Dataset):
-        trained = info.training or {}
-        height, width, channels = model.input_shape[1:]
+        trained = training or {}
+        height, width, channels = input_shape
         dataset = load_dataset(
             dataset,
             image_size=(height, width),
             channels=channels,
             val_split=trained.get("val_split", 0.1) if val_split is None else val_split,
             seed=trained.get("seed", 0) if seed is None else seed,
+            # The validation images are drawn from the limited ones: the same limit
+            # draws the same split.
+            limit_per_class=trained.get("limit_per_class"),
         )
-    if tuple(dataset.class_names) != tuple(info.class_names):
+    if tuple(dataset.class_names) != tuple(class_names):
         raise DatasetError(
             f"{dataset.name}: its classes {list(dataset.class_names)} are not the model's "
-            f"{list(info.class_names)}"
+            f"{list(class_names)}"
         )
     split_name, split = _evaluation_split(dataset)
-    probabilities = predict_probabilities(model, split.images, batch_size)
-    results = classification_metrics(split.labels, probabilities, info.class_names, top_k)
+    probabilities = scores(split.images)
+    results = classification_metrics(split.labels, probabilities, class_names, top_k)
     results = {"split": split_name, "images": len(split.labels), **results}
     if report is not None:
-        results |= _write_report(Path(report), results, split, probabilities, info.class_names)
+        results |= _write_report(Path(report), results, split, probabilities, class_names)
     return results
 
 
@@ -95,17 +117,23 @@ def _evaluation_split(dataset: Dataset) -> tuple[str, Split]:
     raise DatasetError(f"{dataset.name}: no test or validation images to evaluate on")
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Class probabilities, N x classes; a single sigmoid unit becomes two columns."""
-    info = model_info(model)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = info.preprocessing.normalize(np.asarray(images[start : start + batch_size]))
-        outputs.append(np.asarray(model.predict_on_batch(batch)))
-    probabilities = np.concatenate(outputs)
-    if probabilities.shape[-1] == 1:
-        probabilities = np.hstack([1 - probabilities, probabilities])
-    return probabilities
+def predict_probabilities(
+    model: keras.Model | Runtime, images: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Class probabilities, N x classes; a single sigmoid unit becomes two columns.
+
+    Args:
+        model: a model from ``imgrec.load_model`` (run by Keras) or a ``Runtime``.
+        images: uint8 ``N x H x W x C`` at the model's input size.
+        batch_size: images per forward pass.
+    """
+    network = as_runtime(model)
+    normalize = network.info.preprocessing.normalize
+    outputs = [
+        network.predict(normalize(np.asarray(images[start : start + batch_size])))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs)
 
 
 def classification_metrics(

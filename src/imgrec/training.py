@@ -180,6 +180,7 @@ def train(
             class_weight=class_weight,
             seed=seed,
             val_split=val_split,
+            limit_per_class=limit_per_class,
             patience=patience,
             verbose=verbose,
             callbacks=callbacks,

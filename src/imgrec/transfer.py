@@ -194,6 +194,7 @@ def train_transfer(
     class_weight: str | None,
     seed: int,
     val_split: float,
+    limit_per_class: int | None,
     patience: int,
     verbose: int,
     callbacks: list | None,
@@ -232,6 +233,7 @@ def train_transfer(
         "batch_size": batch_size,
         "seed": seed,
         "val_split": val_split,
+        "limit_per_class": limit_per_class,
         "dataset": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint},
         "epochs_asked": epochs,
     }
