@@ -83,18 +83,7 @@ def evaluate(
             return predict_probabilities(network, images, batch_size)
 
     if not isinstance(dataset, Dataset):
-        trained = training or {}
-        height, width, channels = input_shape
-        dataset = load_dataset(
-            dataset,
-            image_size=(height, width),
-            channels=channels,
-            val_split=trained.get("val_split", 0.1) if val_split is None else val_split,
-            seed=trained.get("seed", 0) if seed is None else seed,
-            # The validation images are drawn from the limited ones: the same limit
-            # draws the same split.
-            limit_per_class=trained.get("limit_per_class"),
-        )
+        dataset = load_held_out(dataset, input_shape, training, val_split=val_split, seed=seed)
     if tuple(dataset.class_names) != tuple(class_names):
         raise DatasetError(
             f"{dataset.name}: its classes {list(dataset.class_names)} are not the model's "
@@ -107,6 +96,39 @@ def evaluate(
     if report is not None:
         results |= _write_report(Path(report), results, split, probabilities, class_names)
     return results
+
+
+def load_held_out(
+    dataset: str | os.PathLike,
+    input_shape: tuple[int, int, int],
+    training: dict[str, Any] | None,
+    *,
+    val_split: float | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """``dataset`` at a model's input size, split as the model's training run split it.
+
+    Args:
+        dataset: a data set name or path.
+        input_shape: the model's height, width and channels.
+        training: the model's training record (``ModelInfo.training``), or None.
+        val_split, seed: override the run's; by default its own (and its limit per
+            class, since the validation images are drawn from the limited ones), so
+            that the validation split holds no training image.
+        progress: show the decoding progress bar.
+    """
+    trained = training or {}
+    height, width, channels = input_shape
+    return load_dataset(
+        dataset,
+        image_size=(height, width),
+        channels=channels,
+        val_split=trained.get("val_split", 0.1) if val_split is None else val_split,
+        seed=trained.get("seed", 0) if seed is None else seed,
+        limit_per_class=trained.get("limit_per_class"),
+        progress=progress,
+    )
 
 
 def _evaluation_split(dataset: Dataset) -> tuple[str, Split]:

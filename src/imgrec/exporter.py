@@ -41,8 +41,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from imgrec.datasets import Dataset, load_dataset
+from imgrec.datasets import Dataset
 from imgrec.errors import ImgrecError, ModelError
+from imgrec.evaluation import evaluate, load_held_out
 from imgrec.images import load_image
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
@@ -477,17 +478,7 @@ def _load_val(val: str | os.PathLike | Dataset, reference: Runtime) -> Dataset:
     """
     if isinstance(val, Dataset):
         return val
-    trained = reference.info.training or {}
-    height, width, channels = reference.input_shape
-    return load_dataset(
-        val,
-        image_size=(height, width),
-        channels=channels,
-        val_split=trained.get("val_split", 0.1),
-        seed=trained.get("seed", 0),
-        limit_per_class=trained.get("limit_per_class"),
-        progress=False,
-    )
+    return load_held_out(val, reference.input_shape, reference.info.training, progress=False)
 
 
 def _calibration_images(reference: Runtime, dataset: Dataset | None) -> tuple[np.ndarray, str]:
@@ -518,8 +509,6 @@ def _calibration_images(reference: Runtime, dataset: Dataset | None) -> tuple[np
 
 
 def _accuracy_change(reference: Runtime, exported: Runtime, dataset: Dataset) -> dict[str, Any]:
-    from imgrec.evaluation import evaluate
-
     before = evaluate(reference, dataset)
     after = evaluate(exported, dataset)
     return {
