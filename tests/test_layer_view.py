@@ -149,7 +149,9 @@ def test_layers_command_prints_the_table(small_vgg, tmp_path, capsys, chelsea_pa
     lines = out.splitlines()
     assert lines[0].split() == ["Layer", "(type)", "Output", "Shape", "Param", "#"]
     conv = next(line for line in lines if line.startswith("block1_conv1 (Conv2D)"))
-    assert conv.split()[-5:] == ["(None,", "32,", "32,", "32)", "864"]
+    filters = small_vgg.get_layer("block1_conv1").filters
+    weights = 3 * 3 * 3 * filters  # a 3 x 3 kernel over RGB, no bias
+    assert conv.split()[-5:] == ["(None,", "32,", "32,", f"{filters})", f"{weights:,}"]
     assert f"Total params: {small_vgg.count_params():,}" in out
 
     folder = tmp_path / "maps"
