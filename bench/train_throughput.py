@@ -111,6 +111,8 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.child:
         variant, dataset, epochs, limit = args.child
         limit = int(limit) if limit != "all" else None
