@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from imgrec.samples import sample_path
+from imgrec.core.samples import sample_path
 
 BIN = Path(sys.executable).parent
 

@@ -33,8 +33,8 @@ def main() -> None:
     from step_timer import steady_images_per_second, step_timer
 
     from imgrec.datasets import load_dataset
-    from imgrec.evaluation import evaluate
-    from imgrec.training import train
+    from imgrec.evaluation.report import evaluate
+    from imgrec.training.fit import train
 
     data = load_dataset(args.fashion_mnist, limit_per_class=args.limit_per_class, progress=False)
     timer = step_timer()

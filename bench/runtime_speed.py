@@ -33,10 +33,11 @@ import numpy as np
 import onnxruntime
 
 import imgrec
+from imgrec.deploy.export_cache import load_runtime
+from imgrec.deploy.runtime import OnnxRuntime
+from imgrec.models.chapter import build_seed
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
-from imgrec.models.seed import build_seed
-from imgrec.runtime import OnnxRuntime, load_runtime
 
 WARM_UP_CALLS = 3
 MIN_SAMPLE_S = 0.1

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx2
 
-from imgrec.samples import sample_path
+from imgrec.core.samples import sample_path
 
 
 def main() -> int:

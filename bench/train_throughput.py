@@ -37,9 +37,9 @@ def _measure(variant: str, dataset: str, epochs: int, limit: int | None) -> dict
     import keras
     from step_timer import steady_images_per_second, step_timer
 
-    import imgrec.training as training
+    import imgrec.training.fit as training
     from imgrec.datasets import load_dataset
-    from imgrec.models.seed import build_seed
+    from imgrec.models.chapter import build_seed
 
     size = (32, 32) if variant.endswith("folder") else None
     data = load_dataset(dataset, image_size=size, limit_per_class=limit)

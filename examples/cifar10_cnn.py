@@ -20,7 +20,7 @@ import keras
 from keras import layers
 
 import imgrec
-from imgrec.errors import ImgrecError
+from imgrec.core.errors import ImgrecError
 
 
 def build_model(input_shape=(32, 32, 3), num_classes=10) -> keras.Model:

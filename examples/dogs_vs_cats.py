@@ -20,11 +20,11 @@ import keras
 from keras import layers
 
 import imgrec
-from imgrec.errors import ImgrecError
+from imgrec.core.errors import ImgrecError
 
 
 def build_model(size=128) -> keras.Model:
-    # The same as imgrec.augment.augmentation_layer("flip,rotate=15,zoom=0.1,shift=0.1").
+    # The same as imgrec.training.augment.augmentation_layer("flip,rotate=15,zoom=0.1,shift=0.1").
     augmentation = keras.Sequential(
         [
             layers.RandomFlip("horizontal"),  # horizontal_flip=True

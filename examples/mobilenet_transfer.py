@@ -22,9 +22,9 @@ import time
 import keras
 
 import imgrec
-from imgrec.errors import ImgrecError
+from imgrec.core.errors import ImgrecError
 from imgrec.models.pretrained import load_backbone
-from imgrec.transfer import build_transfer_model
+from imgrec.training.transfer import build_transfer_model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,8 +19,8 @@ import argparse
 import sys
 
 import imgrec
-from imgrec.errors import ImgrecError, WeightsError
-from imgrec.samples import sample_path
+from imgrec.core.errors import ImgrecError, WeightsError
+from imgrec.core.samples import sample_path
 
 
 def main(argv=None) -> None:

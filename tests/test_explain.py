@@ -28,23 +28,23 @@ from cat_and_coffee import (
 from PIL import Image
 from scipy.stats import spearmanr
 
-from imgrec.augment import augmentation_layer
 from imgrec.cli import main
-from imgrec.errors import ModelError, SpecError
-from imgrec.explanation import (
+from imgrec.core.errors import ModelError, SpecError
+from imgrec.core.images import load_image
+from imgrec.explanation.cam import (
     COLORMAPS,
     class_activation_map,
     colorize,
     explain,
     overlay,
 )
-from imgrec.images import load_image
+from imgrec.models.chapter import build_seed
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.mobilenet_v2 import MobileNetV2Torchvision
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
-from imgrec.models.seed import build_seed
-from imgrec.transfer import build_transfer_model
+from imgrec.training.augment import augmentation_layer
+from imgrec.training.transfer import build_transfer_model
 
 SUBPROCESS_TIMEOUT_S = 300
 
@@ -267,7 +267,7 @@ def test_explain_command_reports_a_wrong_layer_in_one_line(tmp_path, capsys, che
 GRADIENT_CHECK = textwrap.dedent(
     """
     import keras, numpy as np
-    from imgrec.gradients import output_and_gradient
+    from imgrec.explanation.gradients import output_and_gradient
     rng = np.random.default_rng(0)
     features = rng.normal(size=(1, 3, 4, 5)).astype("float32")
     weights = rng.normal(size=(5, 2)).astype("float32")

@@ -21,19 +21,20 @@ import tensorflow as tf
 from PIL import Image
 
 import imgrec
-from imgrec.augment import augmentation_layer
 from imgrec.cli import main
+from imgrec.core.errors import ImgrecError, ModelError
+from imgrec.core.images import load_image
+from imgrec.core.samples import SAMPLES, sample_path
 from imgrec.datasets import load_dataset
-from imgrec.errors import ImgrecError, ModelError
-from imgrec.exporter import FP32_TOLERANCE, export, read_sidecar, sidecar_path
-from imgrec.images import load_image
+from imgrec.deploy.export_cache import load_runtime
+from imgrec.deploy.exporter import FP32_TOLERANCE, export
+from imgrec.deploy.sidecar import read_sidecar, sidecar_path
+from imgrec.models.chapter import build_seed
 from imgrec.models.metadata import ModelInfo, attach_info, class_probabilities, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
-from imgrec.models.seed import build_seed
-from imgrec.runtime import load_runtime
-from imgrec.samples import SAMPLES, sample_path
-from imgrec.transfer import build_transfer_model
+from imgrec.training.augment import augmentation_layer
+from imgrec.training.transfer import build_transfer_model
 
 COLOURS = {"blue": (40, 60, 230), "green": (40, 210, 60), "red": (230, 50, 40)}
 PER_CLASS = 30

@@ -1,4 +1,4 @@
-"""Tests of imgrec.images: real files written by Pillow, read back through load_image."""
+"""Tests of imgrec.core.images: real files written by Pillow, read back through load_image."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.errors import ImageError
-from imgrec.images import DEFAULT_MAX_PIXELS, is_image_file, load_image
+from imgrec.core.errors import ImageError
+from imgrec.core.images import DEFAULT_MAX_PIXELS, is_image_file, load_image
 
 WHITE = (255, 255, 255)
 RED = (255, 0, 0)

@@ -11,14 +11,14 @@ from PIL import Image
 
 import imgrec
 from imgrec.cli import main
-from imgrec.errors import ImgrecError, ModelError, SpecError
-from imgrec.images import load_image
-from imgrec.layer_view import channel_grid, describe_layers, feature_maps, layers_report
+from imgrec.core.errors import ImgrecError, ModelError, SpecError
+from imgrec.core.images import load_image
+from imgrec.explanation.layer_view import channel_grid, describe_layers, feature_maps, layers_report
+from imgrec.models.chapter import build_seed
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
-from imgrec.models.seed import build_seed
-from imgrec.transfer import BACKBONE_LAYER, build_transfer_model
+from imgrec.training.transfer import BACKBONE_LAYER, build_transfer_model
 
 
 @pytest.fixture(scope="module")

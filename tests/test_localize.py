@@ -10,8 +10,8 @@ from cat_and_coffee import CAT_BOX, COFFEE_BOX, EGYPTIAN_CAT, ESPRESSO, cat_abov
 from PIL import Image
 
 from imgrec.cli import main
-from imgrec.errors import SpecError
-from imgrec.localize import bounding_box, largest_region, localize, map_onto_photo
+from imgrec.core.errors import SpecError
+from imgrec.explanation.localization import bounding_box, largest_region, localize, map_onto_photo
 from imgrec.models.metadata import model_info
 from imgrec.models.preprocessing import Preprocessing, torchvision_imagenet
 

@@ -18,7 +18,7 @@ import skimage.data
 from numpy_mobilenet_v2 import conv2d, depthwise_conv2d
 from numpy_mobilenet_v2 import logits as reference_logits
 
-from imgrec.images import load_image
+from imgrec.core.images import load_image
 from imgrec.models.mobilenet_v2 import (
     TORCH_BN_EPSILON,
     MobileNetV2Torchvision,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.images import load_image
-from imgrec.plots import (
+from imgrec.core.images import load_image
+from imgrec.core.plots import (
     plot_bars,
     plot_confusion_matrix,
     plot_image_grid,

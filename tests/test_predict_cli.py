@@ -26,8 +26,8 @@ from PIL import Image
 
 import imgrec
 from imgrec.cli import main
-from imgrec.errors import ModelError
-from imgrec.images import load_image
+from imgrec.core.errors import ModelError
+from imgrec.core.images import load_image
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.zoo import ZOO

@@ -1,4 +1,4 @@
-"""``imgrec.runtime``: ONNX Runtime or Keras, the export cache, and batch prediction.
+"""``imgrec.deploy.runtime``: ONNX Runtime or Keras, the export cache, and batch prediction.
 
 What users rely on: the ONNX runtime answers as Keras does; ``auto`` exports a model
 once and then reuses the export; a model file that changes gets a new export; a
@@ -17,19 +17,20 @@ import numpy as np
 import pytest
 
 import imgrec
-import imgrec.exporter
+import imgrec.deploy.export_cache
 from imgrec.cli import main
+from imgrec.core.errors import ModelError
+from imgrec.core.samples import sample_path
 from imgrec.datasets import load_dataset
-from imgrec.errors import ModelError
-from imgrec.evaluation import predict_probabilities
-from imgrec.exporter import export, sidecar_path
+from imgrec.deploy.export_cache import cache_dir, load_runtime
+from imgrec.deploy.exporter import export
+from imgrec.deploy.runtime import KerasRuntime, OnnxRuntime, predict_probabilities
+from imgrec.deploy.sidecar import sidecar_path
+from imgrec.models.chapter import build_seed
 from imgrec.models.loading import save_model
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
-from imgrec.models.seed import build_seed
 from imgrec.prediction import predict_many
-from imgrec.runtime import KerasRuntime, OnnxRuntime, cache_dir, load_runtime
-from imgrec.samples import sample_path
 
 CLASSES = ("a", "b", "c")
 
@@ -51,7 +52,7 @@ def forbid_export(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(imgrec.exporter, "export", refuse)
+    monkeypatch.setattr(imgrec.deploy.export_cache, "export", refuse)
 
 
 def predict_json(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[list[dict], str]:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from imgrec.errors import ModelError
-from imgrec.models.seed import (
+from imgrec.core.errors import ModelError
+from imgrec.models.chapter import (
     RESCALE_LAYER,
     SEED_ARCHITECTURES,
     build_seed,

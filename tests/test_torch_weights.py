@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgrec.errors import UnsafeFileError, WeightsError
+from imgrec.core.errors import UnsafeFileError, WeightsError
 from imgrec.models.torch_weights import load_state_dict
 from imgrec.models.zoo import MOBILENET_V2_OFFLINE
 

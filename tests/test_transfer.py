@@ -14,13 +14,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 import imgrec
+from imgrec.core.errors import ImgrecError
+from imgrec.core.storage import imgrec_home
 from imgrec.datasets import load_dataset
-from imgrec.errors import ImgrecError
 from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
-from imgrec.storage import imgrec_home
-from imgrec.training import train
-from imgrec.transfer import BACKBONE_LAYER
+from imgrec.training.fit import train
+from imgrec.training.transfer import BACKBONE_LAYER
 
 SIZE = (64, 64)  # the backbone's input: small, to keep CPU time down
 

@@ -28,10 +28,10 @@ from fastapi.testclient import TestClient
 from local_http import image_server
 from PIL import Image
 
-from imgrec.images import load_image
+from imgrec.core.images import load_image
+from imgrec.models.chapter import build_seed
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
-from imgrec.models.seed import build_seed
 from imgrec.web import ort_web
 from imgrec.web.app import DEFAULT_UPLOAD_LIMIT, create_app
 from imgrec.web.catalog import ModelCatalog

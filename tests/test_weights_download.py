@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from keras.src.utils import file_utils
 
-from imgrec.errors import WeightsError
+from imgrec.core.errors import WeightsError
+from imgrec.core.storage import keras_models_dir
 from imgrec.models import pretrained
 from imgrec.models.metadata import model_info
 from imgrec.models.pretrained import load_pretrained
-from imgrec.storage import keras_models_dir
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from imgrec.core.storage import keras_models_dir
 from imgrec.models.torch_weights import load_state_dict
 from imgrec.models.zoo import (
     EFFICIENTNET_LITE0_OFFLINE,
@@ -17,7 +18,6 @@ from imgrec.models.zoo import (
     weights_origin,
     zoo_table,
 )
-from imgrec.storage import keras_models_dir
 
 # The counts fixture builds all sixteen networks: about a minute on two cores.
 pytestmark = pytest.mark.slow

@@ -9,28 +9,33 @@ from __future__ import annotations
 import importlib
 import os
 
+from imgrec import _moved
+
 # TensorFlow's C++ start-up notices (CPU features, oneDNN) are noise for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
+# Modules regrouped by stage keep their old import paths for one release.
+_moved.install()
+
 _API = {
     "predict": "imgrec.prediction",
-    "train": "imgrec.training",
-    "evaluate": "imgrec.evaluation",
-    "export": "imgrec.exporter",
-    "load_runtime": "imgrec.runtime",
-    "explain": "imgrec.explanation",
-    "summary": "imgrec.summaries",
+    "train": "imgrec.training.fit",
+    "evaluate": "imgrec.evaluation.report",
+    "export": "imgrec.deploy.exporter",
+    "load_runtime": "imgrec.deploy.export_cache",
+    "explain": "imgrec.explanation.cam",
+    "summary": "imgrec.models.summaries",
     "load_dataset": "imgrec.datasets",
     "load_model": "imgrec.models.loading",
     "save_model": "imgrec.models.loading",
-    "load_image": "imgrec.images",
+    "load_image": "imgrec.core.images",
     "zoo_table": "imgrec.models.zoo",
     "classic_train": "imgrec.classic.pipeline",
     "load_classic": "imgrec.classic.pipeline",
-    "compare": "imgrec.classic.compare",
-    "detect": "imgrec.detection",
+    "compare": "imgrec.evaluation.comparison",
+    "detect": "imgrec.classic.detection",
 }
 
 __all__ = sorted(_API)

@@ -15,8 +15,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from imgrec.errors import ImgrecError
-from imgrec.storage import write_bytes_atomic
+from imgrec.core.errors import ImgrecError
+from imgrec.core.storage import write_bytes_atomic
 
 BAR_WIDTH = 24
 
@@ -574,14 +574,14 @@ def _run_datasets(args: argparse.Namespace) -> int:
 
 
 def _run_summary(args: argparse.Namespace) -> int:
-    from imgrec.summaries import summary
+    from imgrec.models.summaries import summary
 
     print(summary(args.model))
     return 0
 
 
 def _run_augment(args: argparse.Namespace) -> int:
-    from imgrec.augment import augment_grid
+    from imgrec.training.augment import augment_grid
 
     path = augment_grid(args.image, args.augment, args.out, count=args.count, seed=args.seed)
     print(json.dumps({"grid": str(path)}) if args.json else f"wrote {path}")
@@ -589,7 +589,7 @@ def _run_augment(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from imgrec.training import train
+    from imgrec.training.fit import train
 
     result = train(
         args.dataset,
@@ -641,7 +641,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from imgrec.evaluation import evaluate
+    from imgrec.evaluation.report import evaluate
 
     result = evaluate(
         args.model, args.dataset, report=args.report, top_k=args.top, runtime=args.runtime
@@ -690,7 +690,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from imgrec.explanation import explain
+    from imgrec.explanation.cam import explain
 
     result = explain(
         args.model,
@@ -714,7 +714,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 
 def _run_layers(args: argparse.Namespace) -> int:
-    from imgrec.layer_view import layers_report
+    from imgrec.explanation.layer_view import layers_report
 
     result = layers_report(args.model, args.image, args.out, channels=args.channels)
     if args.json:
@@ -743,7 +743,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 
 
 def _run_localize(args: argparse.Namespace) -> int:
-    from imgrec.localize import localize
+    from imgrec.explanation.localization import localize
 
     result = localize(
         args.model,
@@ -808,7 +808,7 @@ def _run_classic_train(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from imgrec.classic.compare import compare, markdown_table
+    from imgrec.evaluation.comparison import compare, markdown_table
 
     result = compare(
         args.dataset,
@@ -847,7 +847,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    from imgrec.detection import detect
+    from imgrec.classic.detection import detect
 
     result = detect(
         args.image,
@@ -869,7 +869,7 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from imgrec.exporter import export
+    from imgrec.deploy.exporter import export
 
     result = export(
         args.model,

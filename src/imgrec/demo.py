@@ -3,7 +3,7 @@
 import sys
 
 from imgrec.cli import main
-from imgrec.samples import sample_path
+from imgrec.core.samples import sample_path
 
 if __name__ == "__main__":
     sys.exit(main(["predict", str(sample_path("chelsea")), str(sample_path("coffee"))]))

@@ -7,7 +7,7 @@ at a bad image: that image's record carries an ``error`` instead.
 One path serves a single photo and a folder of thousands: photos are decoded,
 oriented and resized by a pool of threads (Pillow releases the GIL while it
 works), a few batches ahead of the network, and classified ``batch_size`` at a
-time by the model's runtime (``imgrec.runtime``: ONNX Runtime or Keras).
+time by the model's runtime (``imgrec.deploy.runtime``: ONNX Runtime or Keras).
 ``predict_many`` also reports the throughput of the whole run.
 """
 
@@ -25,12 +25,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from imgrec.core.errors import ImgrecError
+from imgrec.core.images import find_images, image_from_array, load_image
 from imgrec.datasets.cache import workers as decoding_threads
-from imgrec.errors import ImgrecError
-from imgrec.images import find_images, image_from_array, load_image
+from imgrec.deploy.export_cache import load_runtime
+from imgrec.deploy.runtime import Runtime, as_runtime
 from imgrec.models.metadata import ModelInfo
 from imgrec.models.zoo import DEFAULT_MODEL
-from imgrec.runtime import Runtime, as_runtime, load_runtime
 
 ImageInput = str | os.PathLike | np.ndarray
 # Decoded images waiting for the network, per batch: enough to keep it fed.
@@ -70,7 +71,7 @@ def predict(
         top: how many classes to report per image.
         weights: for a zoo name, a weights file to use instead of looking for one.
         runtime: ``"auto"`` (ONNX Runtime when the model can be exported, else
-            Keras), ``"onnx"`` or ``"keras"``; see ``imgrec.runtime.load_runtime``.
+            Keras), ``"onnx"`` or ``"keras"``; see ``imgrec.deploy.export_cache.load_runtime``.
         batch_size: images per forward pass. 1 times each image alone; larger
             batches classify folders faster.
         verbose: show a progress bar on stderr when the run takes more than a

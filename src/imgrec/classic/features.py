@@ -24,8 +24,8 @@ import sys
 import numpy as np
 
 from imgrec.classic.spec import FEATURES, Part, with_defaults
+from imgrec.core.errors import SpecError
 from imgrec.datasets.base import grey, resize
-from imgrec.errors import SpecError
 
 # Images per task sent to a worker process: large enough that sending them costs
 # little next to the work, small enough for a smooth progress bar.

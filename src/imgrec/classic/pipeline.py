@@ -39,9 +39,9 @@ from imgrec.classic.spec import (
     parse_spec,
     with_defaults,
 )
+from imgrec.core.errors import ModelError, SpecError, UnsafeFileError
+from imgrec.core.storage import write_bytes_atomic
 from imgrec.datasets import Dataset, load_dataset
-from imgrec.errors import ModelError, SpecError, UnsafeFileError
-from imgrec.storage import write_bytes_atomic
 
 MODEL_SUFFIX = ".joblib"
 SIDECAR_SUFFIX = ".json"

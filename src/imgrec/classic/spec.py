@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from imgrec.errors import SpecError
+from imgrec.core.errors import SpecError
 
 Value = int | float | str
 

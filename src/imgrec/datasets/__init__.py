@@ -15,8 +15,15 @@ Modules: ``folders`` (photos in folders and zips), ``formats`` (IDX, CIFAR, .npz
 
 from __future__ import annotations
 
-from imgrec.datasets.base import Dataset, SkippedFile, Split
+from imgrec.datasets.base import Dataset, SkippedFile, Split, evaluation_split
 from imgrec.datasets.builtin import list_datasets
 from imgrec.datasets.loading import load_dataset
 
-__all__ = ["Dataset", "SkippedFile", "Split", "list_datasets", "load_dataset"]
+__all__ = [
+    "Dataset",
+    "SkippedFile",
+    "Split",
+    "evaluation_split",
+    "list_datasets",
+    "load_dataset",
+]

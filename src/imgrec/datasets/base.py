@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from imgrec.errors import DatasetError
+from imgrec.core.errors import DatasetError
 
 #: Bumped when a change in the readers changes the arrays they produce, so that
 #: caches and fingerprints made by an older version are not mistaken for current ones.
@@ -176,3 +177,27 @@ def check_labels(labels: np.ndarray, count: int, source: str) -> np.ndarray:
             f"but there are {count} classes"
         )
     return labels
+
+
+def evaluation_split(
+    dataset: Dataset, class_names: Sequence[str] | None = None
+) -> tuple[str, Split]:
+    """The split a model is measured on: the test split, else the validation split.
+
+    Args:
+        dataset: the data set.
+        class_names: the model's classes; the data set must have the same, in order.
+
+    Raises:
+        DatasetError: other classes than the model's, or no test or validation images.
+    """
+    if class_names is not None and tuple(dataset.class_names) != tuple(class_names):
+        raise DatasetError(
+            f"{dataset.name}: its classes {list(dataset.class_names)} are not the model's "
+            f"{list(class_names)}"
+        )
+    for name in ("test", "val"):
+        split = getattr(dataset, name)
+        if split is not None and len(split.labels):
+            return name, split
+    raise DatasetError(f"{dataset.name}: no test or validation images to evaluate on")

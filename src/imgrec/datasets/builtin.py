@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imgrec.core.errors import DatasetError
+from imgrec.core.storage import keras_models_dir
 from imgrec.datasets import cache
 from imgrec.datasets.base import RawData, Split, file_entry, make_key
 from imgrec.datasets.formats import (
@@ -39,8 +41,6 @@ from imgrec.datasets.formats import (
     read_idx_folder,
     read_npz,
 )
-from imgrec.errors import DatasetError
-from imgrec.storage import keras_models_dir
 
 #: The test part given to built-ins that have no test split of their own.
 FIXED_TEST_FRACTION = 0.2

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from imgrec.errors import ImageError
-from imgrec.storage import atomic_path, imgrec_home, write_bytes_atomic
+from imgrec.core.errors import ImageError
+from imgrec.core.storage import atomic_path, imgrec_home, write_bytes_atomic
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ hold the splits, each in one of the layouts; other folders beside them are ignor
 Wrapper folders are looked through: Microsoft's ``PetImages/Cat/1.jpg`` zip and
 Kaggle's ``train/cat.0.jpg`` zip both read as they are.
 
-Every image is decoded with :func:`imgrec.images.load_image` (format sniffed from the
+Every image is decoded with :func:`imgrec.core.images.load_image` (format sniffed from the
 content, size checked before decoding, EXIF orientation applied), converted to RGB or
 grey and resized once into the decode cache (:mod:`imgrec.datasets.cache`). A file
 that cannot be decoded is skipped with its reason; the load goes on.
@@ -34,6 +34,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from imgrec.core.errors import DatasetError, ImageError
+from imgrec.core.images import find_images, is_image_file, load_image
 from imgrec.datasets import cache
 from imgrec.datasets.base import (
     DEFAULT_IMAGE_SIZE,
@@ -44,8 +46,6 @@ from imgrec.datasets.base import (
     make_key,
     resize,
 )
-from imgrec.errors import DatasetError, ImageError
-from imgrec.images import find_images, is_image_file, load_image
 
 #: The largest image file read from a zip (its declared, uncompressed size).
 MAX_MEMBER_BYTES = 64 * 1024 * 1024

@@ -7,7 +7,7 @@
   ``DatasetError`` naming it.
 - CIFAR-10 and CIFAR-100, the ``.tar.gz`` from https://www.cs.toronto.edu/~kriz/cifar.html
   or its extracted folder. The batches are pickles: they are read with a restricted
-  unpickler (:mod:`imgrec.safe_pickle`) that builds NumPy arrays and plain containers
+  unpickler (:mod:`imgrec.core.safe_pickle`) that builds NumPy arrays and plain containers
   only, so a hostile file is refused (``UnsafeFileError``) instead of running code.
 - Keras's ``mnist.npz`` (``x_train``, ``y_train``, ``x_test``, ``y_test``), read
   with ``allow_pickle=False``.
@@ -27,9 +27,9 @@ from typing import IO
 
 import numpy as np
 
-from imgrec import safe_pickle
+from imgrec.core import safe_pickle
+from imgrec.core.errors import DatasetError, UnsafeFileError
 from imgrec.datasets.base import RawData, Split, check_labels, file_entry, make_key
-from imgrec.errors import DatasetError, UnsafeFileError
 
 #: The ten classes of Fashion-MNIST, in label order.
 FASHION_MNIST_CLASSES = (

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgrec.core.errors import DatasetError
 from imgrec.datasets import cache, splits
 from imgrec.datasets.base import (
     DEFAULT_IMAGE_SIZE,
@@ -31,7 +32,6 @@ from imgrec.datasets.formats import (
     read_idx_folder,
     read_npz,
 )
-from imgrec.errors import DatasetError
 
 _PART_ORDER = ("train", "val", "test")
 
@@ -62,7 +62,7 @@ def load_dataset(
     - a folder of MNIST-format IDX files (``train-images-idx3-ubyte[.gz]``...);
     - a Keras-style ``.npz`` (``x_train``, ``y_train``, ``x_test``, ``y_test``).
 
-    Photos are decoded safely (:func:`imgrec.images.load_image`), converted, resized
+    Photos are decoded safely (:func:`imgrec.core.images.load_image`), converted, resized
     once and kept in a uint8 cache under ``imgrec_home()/datasets``, keyed by the file
     list with sizes and modification times; the next load reads it memory-mapped.
     Files that cannot be decoded (empty, truncated, not an image) are skipped and

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgrec.core.errors import DatasetError
 from imgrec.datasets.base import RawData, Split
-from imgrec.errors import DatasetError
 
 # The fixed test part of built-ins without a test split does not follow the user's
 # seed: every run, whatever its seed, is evaluated on the same images.

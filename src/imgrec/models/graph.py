@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 import keras
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
 
 SEPARATOR = "/"
 # How many candidate layers an error message lists (MobileNetV2 has over 150).

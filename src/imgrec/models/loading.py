@@ -16,13 +16,13 @@ from pathlib import Path
 
 import keras
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
+from imgrec.core.storage import atomic_path
 from imgrec.models.labels import imagenet_class_names
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_pretrained
 from imgrec.models.zoo import DEFAULT_MODEL
-from imgrec.storage import atomic_path
 
 METADATA_MEMBER = "imgrec.json"
 

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
 from imgrec.models.preprocessing import Preprocessing
 
 _ATTRIBUTE = "_imgrec_info"

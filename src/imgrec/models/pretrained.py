@@ -18,7 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from imgrec.errors import WeightsError
+from imgrec.core.errors import WeightsError
+from imgrec.core.storage import atomic_path, imgrec_home
 from imgrec.models.efficientnet_lite import (
     EfficientNetLite0,
     lite_preprocessing,
@@ -37,7 +38,6 @@ from imgrec.models.zoo import (
     weights_host_reachable,
     weights_origin,
 )
-from imgrec.storage import atomic_path, imgrec_home
 
 DOWNLOAD_TIMEOUT_S = 60
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from imgrec.errors import WeightsError
+from imgrec.core.errors import WeightsError
 
 # Keras's BatchNormalization weights are [gamma, beta, moving_mean, moving_variance].
 _BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")

@@ -5,7 +5,7 @@ A ``.pth`` file is a pickle (inside a zip since PyTorch 1.6, bare before that)
 plus the raw bytes of its tensors. Plain ``pickle.load`` would call any function
 the file names, so a model file could run any code. This reader resolves only
 the handful of globals a state dict needs (an allow-list) and refuses every other
-one, naming it and the file (:mod:`imgrec.safe_pickle`).
+one, naming it and the file (:mod:`imgrec.core.safe_pickle`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrec.errors import UnsafeFileError, WeightsError
-from imgrec.safe_pickle import RestrictedUnpickler
+from imgrec.core.errors import UnsafeFileError, WeightsError
+from imgrec.core.safe_pickle import RestrictedUnpickler
 
 # PyTorch's legacy (pre-zip) format starts with this number, pickled.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C

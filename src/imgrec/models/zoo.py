@@ -22,8 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrec.errors import ModelError, WeightsError
-from imgrec.storage import imgrec_home, keras_models_dir, write_bytes_atomic
+from imgrec.core.errors import ModelError, WeightsError
+from imgrec.core.storage import imgrec_home, keras_models_dir, write_bytes_atomic
 
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"
 

@@ -33,7 +33,7 @@ An image comes as one of three form fields: ``sample`` (a name from
 Hostile input gets a 4xx answer with ``{"error": "..."}`` and the server goes on:
 request bodies are capped (``upload_limit`` plus a little for the other fields),
 uploads and fetched bodies at ``upload_limit``; images are opened by content with a
-pixel cap (``imgrec.images.load_image``), a few at a time; URLs follow
+pixel cap (``imgrec.core.images.load_image``), a few at a time; URLs follow
 ``imgrec.web.fetch``'s rules; sample, model and onnxruntime-web file names are looked up
 in a listing, never joined to a path.
 """
@@ -62,14 +62,14 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgrec import __version__
-from imgrec.errors import ImgrecError
-from imgrec.explanation import COLORMAPS, METHODS, class_activation_map, colorize
-from imgrec.exporter import read_sidecar
-from imgrec.images import load_image
-from imgrec.layer_view import channel_grid, describe_layers, feature_maps
+from imgrec.core.errors import ImgrecError
+from imgrec.core.images import load_image
+from imgrec.core.samples import SAMPLES, sample_path
+from imgrec.deploy.sidecar import read_sidecar
+from imgrec.explanation.cam import COLORMAPS, METHODS, class_activation_map, colorize
+from imgrec.explanation.layer_view import channel_grid, describe_layers, feature_maps
 from imgrec.models.zoo import DEFAULT_MODEL
 from imgrec.prediction import classify
-from imgrec.samples import SAMPLES, sample_path
 from imgrec.web import ort_web, schemas
 from imgrec.web.catalog import ModelCatalog, UnknownModelError
 from imgrec.web.fetch import (
@@ -155,7 +155,7 @@ def create_app(
             Empty by default: loopback, private and link-local addresses are refused.
         fetch_timeout: seconds for fetching one image URL, redirects included.
         max_pixels: the largest width x height decoded (default
-            ``imgrec.images.DEFAULT_MAX_PIXELS``).
+            ``imgrec.core.images.DEFAULT_MAX_PIXELS``).
         cache_size: how many models stay loaded.
         runtime: what classifies for ``/api/predict``: ``"auto"`` (ONNX Runtime on the
             model's export, cached under ``imgrec_home()/onnx``, when it can be had;

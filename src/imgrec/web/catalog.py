@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
 from imgrec.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry, keras_cached_weights
 
 

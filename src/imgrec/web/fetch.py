@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from imgrec.errors import ImgrecError
+from imgrec.core.errors import ImgrecError
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 10 * 2**20

@@ -2,7 +2,7 @@
 
 Loading MobileNetV2 takes seconds and its first forward pass compiles; a page that
 did either per request would be unusable. ``ModelCache`` loads each model once,
-opens the runtime that classifies with it (``imgrec.runtime``: ONNX Runtime on the
+opens the runtime that classifies with it (``imgrec.deploy.runtime``: ONNX Runtime on the
 model's cached ONNX export, or Keras), runs one forward pass on a blank image (so the
 times the page shows are steady-state times), and keeps the most recently used few.
 The Keras model stays loaded beside the runtime: class activation maps and feature
@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 import keras
 
+from imgrec.core.choices import RUNTIMES
+from imgrec.deploy.export_cache import load_runtime
+from imgrec.deploy.runtime import OnnxRuntime, Runtime
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import ModelInfo, model_info
-from imgrec.runtime import RUNTIMES, OnnxRuntime, Runtime, load_runtime
 from imgrec.web.catalog import CatalogEntry
 
 
@@ -59,7 +61,7 @@ class ModelCache:
         loader: builds a model from a catalog entry's ``source``; ``imgrec.load_model``.
         runtime: what classifies: ``"auto"`` (ONNX Runtime on the model's cached
             export when it can be had, else Keras), ``"onnx"`` or ``"keras"``; see
-            ``imgrec.runtime.load_runtime``.
+            ``imgrec.deploy.export_cache.load_runtime``.
 
     Raises:
         ValueError: ``capacity`` below 1, or an unknown ``runtime``.
@@ -121,7 +123,7 @@ class ModelCache:
 
         The runtime that already classifies with it when that is ONNX Runtime;
         otherwise (``runtime="keras"``, or ``"auto"`` that fell back to Keras) the
-        export cache of ``imgrec.runtime`` is asked, strictly.
+        export cache of ``imgrec.deploy.runtime`` is asked, strictly.
 
         Raises:
             ModelError, WeightsError: the model cannot be loaded, or cannot be exported.

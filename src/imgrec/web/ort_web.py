@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrec.errors import ImgrecError
+from imgrec.core.errors import ImgrecError
 
 PACKAGE = "onnxruntime-web"
 VERSION = "1.30.0"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 import uvicorn
 
-from imgrec.errors import ImgrecError
+from imgrec.core.errors import ImgrecError
 from imgrec.web.app import DEFAULT_UPLOAD_LIMIT, create_app
 
 

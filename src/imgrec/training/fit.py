@@ -31,16 +31,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from imgrec.augment import augmentation_layer, parse_augment, spec_to_string
+from imgrec.core.errors import ImgrecError
+from imgrec.core.plots import plot_training_curves
+from imgrec.core.storage import atomic_path, write_bytes_atomic
 from imgrec.datasets import Dataset, load_dataset
-from imgrec.errors import ImgrecError
+from imgrec.models.chapter import build_seed, get_seed_architecture, is_binary_output
 from imgrec.models.loading import load_keras_file, save_model
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
-from imgrec.models.seed import build_seed, get_seed_architecture, is_binary_output
 from imgrec.models.zoo import get_entry
-from imgrec.plots import plot_training_curves
-from imgrec.storage import atomic_path, write_bytes_atomic
+from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_VAL_SPLIT = 0.1
@@ -107,7 +107,7 @@ def train(
         verbose: 0 silent, 1 Keras's progress bar, 2 one line per epoch.
         callbacks: more Keras callbacks for ``fit``, run after imgrec's own.
         transfer: for a zoo network: ``"head"`` (default), ``"finetune"`` or
-            ``"scratch"`` (see ``imgrec.transfer``).
+            ``"scratch"`` (see ``imgrec.training.transfer``).
         freeze, unfreeze_from: for ``finetune``: how many backbone layers stay
             frozen, or the layer from which on they are trained.
 
@@ -163,7 +163,7 @@ def train(
         # model resizes them up (a cache of Fashion-MNIST at 224 x 224 would take 10 GB).
         data = _load(dataset, None, None, val_split, limit_per_class, seed, backbone_size)
         # transfer.py builds on this module's fitting machinery: imported here, not on top.
-        from imgrec.transfer import train_transfer
+        from imgrec.training.transfer import train_transfer
 
         fitted = train_transfer(
             data,

@@ -5,7 +5,7 @@ file names (``os.system`` included), so a data set or weights file downloaded fr
 anywhere could run any code. :class:`RestrictedUnpickler` resolves only the globals of
 an allow-list, mapping each ``(module, name)`` the file may name to the object that
 stands in for it, and refuses every other one with an
-:class:`~imgrec.errors.UnsafeFileError` that names the global and the file.
+:class:`~imgrec.core.errors.UnsafeFileError` that names the global and the file.
 
 Stand-ins can check their arguments as well: one that raises :class:`Refused` turns into
 the same ``UnsafeFileError``. :data:`NUMPY_GLOBALS` is the allow-list for pickles of
@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from imgrec.errors import UnsafeFileError
+from imgrec.core.errors import UnsafeFileError
 
 _DEFAULT_REFUSAL = "the file should hold data only, and this one asks to run or build other objects"
 

@@ -1,12 +1,4 @@
-"""Run a model's forward pass on the fastest runtime at hand: ONNX Runtime or Keras.
-
-A ``Runtime`` is what prediction and evaluation call: it knows the model's
-``ModelInfo`` and input shape, and turns a preprocessed float32 batch into class
-probabilities. Two implementations:
-
-- ``KerasRuntime``: the Keras model itself (``predict_on_batch``, inference mode).
-- ``OnnxRuntime``: an ONNX export of the model, run by ONNX Runtime, which on a CPU
-  is faster than Keras (``bench/runtime_speed.py`` measures by how much).
+"""The export cache: ``load_runtime`` runs a model on ONNX Runtime, exporting it on first use.
 
 ``load_runtime(model, "auto")`` takes ONNX Runtime when it is installed and an
 export of the model is current, exporting it on first use. Exports are kept under
@@ -19,145 +11,31 @@ written and checked against Keras; anything else is exported again. ONNX files a
 protobuf data, not pickles: reading one runs no code, so a damaged or tampered file
 costs a re-export, not safety. When the export cannot be made (another backend than
 TensorFlow, an operation ONNX lacks), ``auto`` says why and runs Keras.
+
+This module is the only caller of ``export`` besides the user.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
 import sys
-from abc import ABC, abstractmethod
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from imgrec.errors import ImgrecError, ModelError
+from imgrec.core.choices import RUNTIMES
+from imgrec.core.errors import ImgrecError, ModelError
+from imgrec.core.storage import imgrec_home, write_bytes_atomic
+from imgrec.deploy.exporter import ONNX_OPSET, export
+from imgrec.deploy.runtime import KerasRuntime, ModelSource, OnnxRuntime, Runtime, open_onnx
+from imgrec.deploy.sidecar import exporter_versions, file_digest, sidecar_path, weights_digest
 from imgrec.models.loading import load_model
-from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
-from imgrec.storage import imgrec_home, write_bytes_atomic
+from imgrec.models.metadata import model_info
 
-RUNTIMES = ("auto", "keras", "onnx")
-ONNX_OPSET = 17
 CACHE_FOLDER = "onnx"
-
-ModelSource = str | os.PathLike | keras.Model
-
-
-class Runtime(ABC):
-    """A model's forward pass, from a preprocessed batch to class probabilities.
-
-    Attributes:
-        name: what runs the forward pass: ``"keras"`` or ``"onnx"`` (and, for the
-            checks of ``imgrec.exporter``, ``"tflite"`` or ``"savedmodel"``).
-        info: the model's ``ModelInfo``: class names, preprocessing, origin.
-        input_shape: ``(height, width, channels)`` of one input image.
-    """
-
-    name: str
-
-    def __init__(self, info: ModelInfo, input_shape: tuple[int, int, int]) -> None:
-        self.info = info
-        self.input_shape = tuple(int(d) for d in input_shape)
-
-    @abstractmethod
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities of a batch.
-
-        Args:
-            batch: float32 ``N x H x W x C``, already preprocessed
-                (``info.preprocessing``), at ``input_shape``.
-
-        Returns:
-            float32 ``N x classes``, one column per class name (a single sigmoid
-            unit gives two columns).
-        """
-
-    def warm_up(self) -> None:
-        """Run one forward pass on a blank image, so that later ones run at full speed.
-
-        The first call compiles (Keras) or allocates (ONNX Runtime); timing it would
-        overstate the steady cost, which is what imgrec reports.
-        """
-        self.predict(np.zeros((1, *self.input_shape), np.float32))
-
-
-class KerasRuntime(Runtime):
-    """The Keras model itself, always in inference mode (augmentation and dropout off).
-
-    Args:
-        model: a model that carries a ``ModelInfo`` (``imgrec.load_model`` gives one).
-    """
-
-    name = "keras"
-
-    def __init__(self, model: keras.Model) -> None:
-        super().__init__(model_info(model), model.input_shape[1:])
-        self.model = model
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        # predict_on_batch runs Keras's compiled predict function with training=False.
-        return class_probabilities(np.asarray(self.model.predict_on_batch(batch)))
-
-
-class OnnxRuntime(Runtime):
-    """An ONNX file run by ONNX Runtime.
-
-    Args:
-        path: the ``.onnx`` file; its input is ``N x H x W x C`` float32, its one
-            output the model's output (as ``imgrec export`` writes them).
-        info: the model's ``ModelInfo`` (from the file's sidecar).
-
-    Raises:
-        ModelError: ONNX Runtime cannot load the file.
-    """
-
-    name = "onnx"
-
-    def __init__(self, path: str | os.PathLike, info: ModelInfo) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: its optimiser's notes are noise here
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=onnxruntime.get_available_providers()
-            )
-        except Exception as err:  # ONNX Runtime raises its own types for bad files
-            raise ModelError(f"{path}: ONNX Runtime cannot load this file ({err})") from err
-        (model_input,) = self.session.get_inputs()
-        self._input = model_input.name
-        self._outputs = [self.session.get_outputs()[0].name]
-        super().__init__(info, model_input.shape[1:])
-        self.path = Path(path)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return class_probabilities(self.session.run(self._outputs, {self._input: batch})[0])
-
-
-def as_runtime(model: keras.Model | Runtime) -> Runtime:
-    """``model`` itself if it is a ``Runtime``, else a ``KerasRuntime`` around it."""
-    return model if isinstance(model, Runtime) else KerasRuntime(model)
-
-
-def onnx_available() -> str | None:
-    """Why ONNX Runtime cannot be used to run exports here, or None when it can."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed (pip install onnxruntime)"
-    return None
-
-
-def export_available() -> str | None:
-    """Why models cannot be exported to ONNX here, or None when they can."""
-    if keras.backend.backend() != "tensorflow":
-        return f"exporting needs Keras's TensorFlow backend, not {keras.backend.backend()}"
-    for package in ("tf2onnx", "onnx"):
-        if importlib.util.find_spec(package) is None:
-            return f"{package} is not installed (pip install {package})"
-    return None
 
 
 def load_runtime(
@@ -204,27 +82,6 @@ def load_runtime(
     return _cached_onnx(model, weights, strict=runtime == "onnx", verbose=verbose)
 
 
-def open_onnx(path: str | os.PathLike) -> OnnxRuntime:
-    """An ``.onnx`` file that ``imgrec export`` wrote, with the ``ModelInfo`` of its sidecar.
-
-    Raises:
-        ModelError: the sidecar is missing or damaged, or it describes another file
-            (the ``.onnx`` file changed after it was exported).
-    """
-    from imgrec.exporter import file_digest, read_sidecar
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such ONNX file")
-    sidecar = read_sidecar(path)
-    if sidecar.get("sha256") != file_digest(path):
-        raise ModelError(
-            f"{path}: the file changed after it was exported (its digest is not the one "
-            "its sidecar recorded); export the model again"
-        )
-    return OnnxRuntime(path, ModelInfo.from_config(sidecar["model"]))
-
-
 def cache_dir() -> Path:
     """Where ``auto`` and ``onnx`` keep their exports: ``imgrec_home()/onnx``."""
     return imgrec_home() / CACHE_FOLDER
@@ -250,7 +107,6 @@ def _cached_onnx(
     ``strict`` (``--runtime onnx``) raises when no export can be made; otherwise the
     reason is told and the Keras model runs.
     """
-    from imgrec.exporter import export, file_digest, weights_digest
 
     if _is_keras_file(model) and weights is None:
         # A file is known by its bytes: a current export needs no Keras model at all.
@@ -301,32 +157,8 @@ def _cache_key(kind: str, digest: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def exporter_versions() -> dict[str, str | None]:
-    """The versions of the software an export depends on (recorded in every sidecar)."""
-    from imgrec import __version__
-
-    versions: dict[str, str | None] = {"imgrec": __version__, "keras": keras.__version__}
-    for name, distributions in (
-        ("tensorflow", ("tensorflow", "tensorflow-cpu")),
-        ("tf2onnx", ("tf2onnx",)),
-        ("onnx", ("onnx",)),
-    ):
-        versions[name] = next(
-            (v for d in distributions if (v := _distribution_version(d)) is not None), None
-        )
-    return versions
-
-
-def _distribution_version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _open_cache_entry(path: Path, identity: tuple[str, str], verbose: bool) -> OnnxRuntime | None:
     """The cached export at ``path`` if it is intact and describes this model, else None."""
-    from imgrec.exporter import sidecar_path
 
     if not path.is_file() or not sidecar_path(path).is_file():
         return None
@@ -363,3 +195,20 @@ def _remove_older_exports(current: Path, source: ModelSource | None) -> None:
         if same_file:
             exported.unlink(missing_ok=True)
             sidecar.unlink(missing_ok=True)
+
+
+def onnx_available() -> str | None:
+    """Why ONNX Runtime cannot be used to run exports here, or None when it can."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    return None
+
+
+def export_available() -> str | None:
+    """Why models cannot be exported to ONNX here, or None when they can."""
+    if keras.backend.backend() != "tensorflow":
+        return f"exporting needs Keras's TensorFlow backend, not {keras.backend.backend()}"
+    for package in ("tf2onnx", "onnx"):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed (pip install {package})"
+    return None

@@ -37,8 +37,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from imgrec.errors import SpecError
-from imgrec.images import image_from_array, load_image
+from imgrec.core.errors import SpecError
+from imgrec.core.images import image_from_array, load_image
 
 # The canonical order: the layers are built, and specs written, in this order.
 NAMES = ("flip", "rotate", "zoom", "shift", "brightness", "contrast")
@@ -208,7 +208,7 @@ def augment_grid(
         ImageError: the image cannot be read.
         ValueError: ``count`` or ``size`` below 1.
     """
-    from imgrec.plots import plot_image_grid  # matplotlib only when a grid is drawn
+    from imgrec.core.plots import plot_image_grid  # matplotlib only when a grid is drawn
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")

@@ -33,15 +33,15 @@ import keras
 import numpy as np
 from keras import layers
 
-from imgrec.augment import augmentation_layer, parse_augment, spec_to_string
+from imgrec.core.errors import ImgrecError
+from imgrec.core.storage import atomic_path, imgrec_home
 from imgrec.datasets import Dataset
-from imgrec.errors import ImgrecError
 from imgrec.models.metadata import ModelInfo
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
 from imgrec.models.zoo import get_entry
-from imgrec.storage import atomic_path, imgrec_home
-from imgrec.training import compile_classifier, fit_with_checkpoints, steps_per_epoch
+from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
+from imgrec.training.fit import compile_classifier, fit_with_checkpoints, steps_per_epoch
 
 STRATEGIES = ("scratch", "finetune", "head")
 BACKBONE_LAYER = "backbone"

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imgrec.errors import ModelError
-from imgrec.images import image_from_array, load_image
-from imgrec.storage import atomic_path
+from imgrec.core.errors import ModelError
+from imgrec.core.images import image_from_array, load_image
+from imgrec.core.storage import atomic_path
 
 if TYPE_CHECKING:
     import cv2
@@ -54,7 +54,7 @@ def detect(
 
     Args:
         image: an image file, its bytes (an upload), or a uint8 array (H x W, or
-            H x W x 1, 3 or 4). Files are read with ``imgrec.images.load_image``
+            H x W x 1, 3 or 4). Files are read with ``imgrec.core.images.load_image``
             (format sniffed, pixel cap, EXIF orientation).
         detector: ``"face"``, ``"eyes"`` or ``"cat-face"``.
         out: a PNG to write: the photo with a box around each detection.

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from imgrec.storage import atomic_path
+from imgrec.core.storage import atomic_path
 
 DPI = 110
 

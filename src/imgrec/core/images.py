@@ -9,7 +9,7 @@ web server that receives hostile uploads, so it has to be strict and predictable
 - the pixel count in the header is checked against a cap before any pixel is decoded,
   so a small file claiming a huge canvas (a decompression bomb) costs nothing;
 - every way of failing (missing, empty, not an image, truncated, corrupt, too large)
-  raises one :class:`~imgrec.errors.ImageError` whose message starts with the file's
+  raises one :class:`~imgrec.core.errors.ImageError` whose message starts with the file's
   name and chains Pillow's own exception;
 - the result is always a uint8 array in a fixed layout: the first frame of an animated
   image, turned upright from its EXIF orientation, with transparency composited over
@@ -30,7 +30,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imgrec.errors import ImageError
+from imgrec.core.errors import ImageError
 
 # A 48-megapixel phone photo (8000 x 6000) fits. At the cap a decoded image takes 150 MB
 # as RGB and a few times that while transparency is composited, which a server decoding

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from imgrec.errors import ImageError
+from imgrec.core.errors import ImageError
 
 # name -> file inside skimage/data
 SAMPLES = {

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
 
 RESCALE_LAYER = "rescale"
 

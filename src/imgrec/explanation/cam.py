@@ -42,9 +42,10 @@ import keras
 import numpy as np
 from PIL import Image
 
-from imgrec.errors import ModelError, SpecError
-from imgrec.gradients import output_and_gradient
-from imgrec.images import image_from_array, load_image
+from imgrec.core.errors import ModelError, SpecError
+from imgrec.core.images import image_from_array, load_image
+from imgrec.core.plots import plot_image_grid
+from imgrec.explanation.gradients import output_and_gradient
 from imgrec.models.graph import (
     describe_candidates,
     resolve_layer,
@@ -54,7 +55,6 @@ from imgrec.models.graph import (
 )
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import class_probabilities, model_info
-from imgrec.plots import plot_image_grid
 
 METHODS = ("cam", "gradcam", "gradcam++")
 COLORMAPS: tuple[str, ...] = (

@@ -21,13 +21,13 @@ import keras
 import numpy as np
 from PIL import Image
 
-from imgrec.errors import ImgrecError, SpecError
-from imgrec.explanation import colorize, read_image
-from imgrec.images import image_from_array
+from imgrec.core.errors import ImgrecError, SpecError
+from imgrec.core.images import image_from_array
+from imgrec.core.storage import write_bytes_atomic
+from imgrec.explanation.cam import colorize, read_image
 from imgrec.models.graph import SEPARATOR, resolve_layer, spatial_layers, tap_model, walk_layers
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import model_info
-from imgrec.storage import write_bytes_atomic
 
 DEFAULT_CHANNELS = 16
 GRID_COLORMAP = "viridis"
@@ -183,7 +183,7 @@ def channel_grid(values: np.ndarray, colormap: str = GRID_COLORMAP) -> np.ndarra
 
     Args:
         values: float ``h x w x c``.
-        colormap: how values are painted (one of ``imgrec.explanation.COLORMAPS``).
+        colormap: how values are painted (one of ``imgrec.explanation.cam.COLORMAPS``).
 
     Returns:
         uint8 RGB: each channel scaled from its own minimum to its own maximum (a

@@ -6,10 +6,10 @@ import os
 
 import keras
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
+from imgrec.models.chapter import SEED_ARCHITECTURES, build_seed, get_seed_architecture
 from imgrec.models.loading import load_keras_file
 from imgrec.models.pretrained import build_architecture
-from imgrec.models.seed import SEED_ARCHITECTURES, build_seed, get_seed_architecture
 from imgrec.models.zoo import get_entry
 
 

@@ -27,7 +27,6 @@ else; ``imgrec predict --model model.onnx`` is such a consumer.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -41,26 +40,36 @@ from typing import Any
 import keras
 import numpy as np
 
-from imgrec.datasets import Dataset
-from imgrec.errors import ImgrecError, ModelError
-from imgrec.evaluation import evaluate, load_held_out
-from imgrec.images import load_image
+from imgrec.core.choices import EXPORT_FORMATS, QUANTIZATIONS
+from imgrec.core.errors import ImgrecError, ModelError
+from imgrec.core.images import load_image
+from imgrec.core.metrics import classification_metrics
+from imgrec.core.samples import SAMPLES, sample_path
+from imgrec.core.storage import atomic_path, write_bytes_atomic
+from imgrec.datasets import Dataset, evaluation_split
+from imgrec.deploy.runtime import KerasRuntime, OnnxRuntime, Runtime, predict_probabilities
+from imgrec.deploy.sidecar import (
+    SIDECAR_FORMAT,
+    exporter_versions,
+    file_digest,
+    sidecar_path,
+    weights_digest,
+)
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
 from imgrec.models.preprocessing import Preprocessing
-from imgrec.runtime import ONNX_OPSET, KerasRuntime, OnnxRuntime, Runtime, exporter_versions
-from imgrec.samples import SAMPLES, sample_path
-from imgrec.storage import atomic_path, write_bytes_atomic
+from imgrec.training.held_out import load_held_out
 
-FORMATS = ("onnx", "tflite", "savedmodel")
-QUANTIZATIONS = ("fp16", "int8")
+FORMATS = EXPORT_FORMATS
+ONNX_OPSET = 17
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 FP32_TOLERANCE = 1e-4
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-SIDECAR_FORMAT = 1
 # int8 calibration: enough images to see each activation's range, few enough to be quick.
 CALIBRATION_IMAGES = 200
+# Images per forward pass when the accuracy before and after the export is measured.
+ACCURACY_BATCH = 256
 CROPS_PER_SAMPLE = 8
 RANDOM_CHECK_IMAGES = 4
 
@@ -170,54 +179,6 @@ def export(
         "accuracy": accuracy,
         "calibration": calibration_note,
     }
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON sidecar of an export: ``model.onnx`` -> ``model.onnx.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar of the export at ``path``, as written by ``export``.
-
-    Raises:
-        ModelError: no sidecar, or one that is not imgrec's.
-    """
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
-        raise ModelError(
-            f"{path}: no {sidecar.name} beside it (class names, preprocessing); "
-            "write both with 'imgrec export'"
-        )
-    try:
-        data = json.loads(sidecar.read_text())
-        ModelInfo.from_config(data["model"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ModelError(f"{sidecar}: not an imgrec export sidecar ({err})") from err
-    if data.get("imgrec_export") != SIDECAR_FORMAT:
-        raise ModelError(f"{sidecar}: not an imgrec export sidecar of format {SIDECAR_FORMAT}")
-    return data
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_digest(model: keras.Model) -> str:
-    """SHA-256 (hex) of what a model computes: its architecture, weights and ModelInfo."""
-    digest = hashlib.sha256()
-    digest.update(model.to_json().encode())
-    digest.update(json.dumps(model_info(model).to_config(), sort_keys=True).encode())
-    for weight in model.get_weights():
-        digest.update(str(weight.shape).encode())
-        digest.update(np.ascontiguousarray(weight).tobytes())
-    return digest.hexdigest()
 
 
 def compare_on_samples(reference: Runtime, exported: Runtime) -> dict[str, Any]:
@@ -509,15 +470,24 @@ def _calibration_images(reference: Runtime, dataset: Dataset | None) -> tuple[np
 
 
 def _accuracy_change(reference: Runtime, exported: Runtime, dataset: Dataset) -> dict[str, Any]:
-    before = evaluate(reference, dataset)
-    after = evaluate(exported, dataset)
+    """Accuracy on ``dataset``'s evaluation split before and after the export."""
+    split_name, split = evaluation_split(dataset, reference.info.class_names)
+    before, after = (
+        classification_metrics(
+            split.labels,
+            predict_probabilities(runtime, split.images, ACCURACY_BATCH),
+            reference.info.class_names,
+            top_k=1,
+        )["accuracy"]
+        for runtime in (reference, exported)
+    )
     return {
         "dataset": dataset.name,
-        "split": before["split"],
-        "images": before["images"],
-        "keras": before["accuracy"],
-        "exported": after["accuracy"],
-        "change": after["accuracy"] - before["accuracy"],
+        "split": split_name,
+        "images": len(split.labels),
+        "keras": before,
+        "exported": after,
+        "change": after - before,
     }
 
 

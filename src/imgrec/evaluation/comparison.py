@@ -30,11 +30,11 @@ import numpy as np
 
 from imgrec.classic.pipeline import classic_train, load_classic
 from imgrec.classic.spec import parse_spec
+from imgrec.core.errors import DatasetError
+from imgrec.core.plots import plot_bars
+from imgrec.core.storage import write_bytes_atomic
 from imgrec.datasets import Dataset, Split, load_dataset
-from imgrec.errors import DatasetError
-from imgrec.evaluation import classification_metrics, predict_probabilities
-from imgrec.plots import plot_bars
-from imgrec.storage import write_bytes_atomic
+from imgrec.evaluation.report import classification_metrics, predict_probabilities
 
 WARM_UP_IMAGES = 32
 INFERENCE_BATCH = 256
@@ -86,7 +86,7 @@ def compare(
         ModelError: an unknown ``cnn``.
     """
     from imgrec.models.loading import load_model
-    from imgrec.training import train
+    from imgrec.training.fit import train
 
     spec = parse_spec(classic)
     out = Path(out)
@@ -165,9 +165,9 @@ def compare(
 
 
 def _cnn_input_size(cnn: str) -> tuple[int, int]:
-    from imgrec.models.seed import get_seed_architecture
+    from imgrec.models.chapter import get_seed_architecture
     from imgrec.models.zoo import get_entry
-    from imgrec.training import is_transfer_architecture
+    from imgrec.training.fit import is_transfer_architecture
 
     if is_transfer_architecture(cnn):
         size = get_entry(cnn).input_size

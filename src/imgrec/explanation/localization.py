@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from imgrec.errors import SpecError
-from imgrec.explanation import class_activation_map, read_image
+from imgrec.core.errors import SpecError
+from imgrec.core.storage import write_bytes_atomic
+from imgrec.explanation.cam import class_activation_map, read_image
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import model_info
-from imgrec.storage import write_bytes_atomic
 
 DEFAULT_THRESHOLD = 0.2
 MASK_TINT = (255, 40, 40)
@@ -72,7 +72,7 @@ def localize(
 
     Raises:
         SpecError: ``threshold`` outside (0, 1].
-        ModelError, WeightsError, ImageError: as ``imgrec.explanation.explain`` raises them.
+        ModelError, WeightsError, ImageError: as ``imgrec.explanation.cam.explain`` raises them.
     """
     if (
         isinstance(threshold, bool)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from imgrec.errors import ModelError
+from imgrec.core.errors import ModelError
 
 
 def output_and_gradient(

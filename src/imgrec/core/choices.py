@@ -1,0 +1,41 @@
+"""The names a user chooses from: runtimes, export formats, CAM methods and the like.
+
+The modules that implement them import these tuples, and so does the command line,
+which must not start Keras or TensorFlow to list a verb's choices (``imgrec --help``).
+One definition each, so that the two cannot drift apart. Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "mobilenet_v2"
+
+# What runs a network's forward pass (imgrec.deploy.export_cache.load_runtime).
+RUNTIMES = ("auto", "keras", "onnx")
+
+# What imgrec.deploy.exporter.export writes, and the quantizations it offers.
+EXPORT_FORMATS = ("onnx", "tflite", "savedmodel")
+QUANTIZATIONS = ("fp16", "int8")
+
+# Class activation map methods (imgrec.explanation.cam) and the colour maps they paint with.
+CAM_METHODS = ("cam", "gradcam", "gradcam++")
+COLORMAPS = (
+    "jet",
+    "turbo",
+    "viridis",
+    "inferno",
+    "magma",
+    "plasma",
+    "hot",
+    "cividis",
+    "coolwarm",
+    "gray",
+)
+
+# The transformations of an --augment spec (imgrec.training.augment).
+AUGMENTATIONS = ("flip", "rotate", "zoom", "shift", "brightness", "contrast")
+
+# Transfer-learning strategies (imgrec.training.transfer), in the order the CLI lists them.
+TRANSFER_STRATEGIES = ("head", "finetune", "scratch")
+
+# OpenCV's Haar cascades that imgrec detect offers (imgrec.classic.detection).
+DETECTORS = ("face", "eyes", "cat-face")

@@ -1,0 +1,24 @@
+"""Fit a network: the chapter's ``model.fit`` with checkpoints, resume, augmentation and
+transfer learning. ``imgrec.train`` is the one entry point."""
+
+from imgrec.training.fit import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_VAL_SPLIT,
+    companion_path,
+    compile_classifier,
+    fit_with_checkpoints,
+    is_transfer_architecture,
+    steps_per_epoch,
+    train,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_VAL_SPLIT",
+    "companion_path",
+    "compile_classifier",
+    "fit_with_checkpoints",
+    "is_transfer_architecture",
+    "steps_per_epoch",
+    "train",
+]
