@@ -416,7 +416,8 @@ def test_the_stand_ins_stay_as_they_were(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
-def test_fortran_and_big_endian_arrays_still_load(protocol):
+def test_fortran_big_endian_and_string_arrays_load_exactly(protocol):
+    """Byte order included: the reader before this one returned ">i4" as native int32."""
     arrays = {
         "f": np.arange(12, dtype=np.float64).reshape(3, 4).T,
         "be": np.arange(4, dtype=">i4"),
