@@ -348,6 +348,9 @@ HOSTILE_ARRAYS = {
     "huge BINBYTES8": b"\x8e" + (2**40).to_bytes(8, "little") + b"abc",
     "huge BINUNICODE8": b"\x8d" + (6 * 1024**3).to_bytes(8, "little") + b"abc",
     "huge LONG4": b"\x8b" + (2**31 - 1).to_bytes(4, "little") + b"abc",
+    "huge BYTEARRAY8": b"\x96" + (2**62).to_bytes(8, "little") + b"abc",
+    "negative BINSTRING": b"T" + (-1).to_bytes(4, "little", signed=True) + b"abc",
+    "SHORT_BINBYTES past the end": b"C\xff" + b"abc",
 }
 
 

@@ -28,6 +28,7 @@ Memory stays bounded by the input:
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import pickle
 import pickletools
@@ -117,7 +118,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             start = self._file.tell()
             check_declared_lengths(self._file, self.find_class)
             self._file.seek(start)
-            return _resolve(super().load(), {})
+            before = next(_Pending.made)
+            result = super().load()
+            return _resolve(result, {}) if next(_Pending.made) > before + 1 else result
         except Refused as e:
             raise UnsafeFileError(f"{self._source}: refusing to load it: {e}") from None
         except ImgrecError:
@@ -134,9 +137,9 @@ def check_declared_lengths(
     """Walk one pickle's opcodes; every declared length must fit in the bytes that follow.
 
     ``pickle`` allocates a string or bytes object of the size the file declares before it
-    reads the bytes; this walk reads them first (``pickletools`` never allocates more than
-    is there), so that a short file declaring a huge object is refused before any
-    allocation. The file is left after the pickle's STOP.
+    reads the bytes; this walk compares each declared size with what is left, so that a
+    short file declaring a huge object is refused before any allocation. It decodes
+    nothing but ``GLOBAL`` names. The file is left after the pickle's STOP.
 
     Args:
         file: the pickle, from its current position.
@@ -147,13 +150,80 @@ def check_declared_lengths(
         pickle.UnpicklingError: a length that the file does not hold, an unknown opcode,
             or no STOP.
     """
-    try:
-        for opcode, arg, _ in pickletools.genops(file):
-            if opcode.name == "GLOBAL" and find_class is not None:
-                module, _, name = str(arg).partition(" ")
-                find_class(module, name)
-    except ValueError as e:
-        raise pickle.UnpicklingError(f"not a complete pickle ({e})") from None
+    start = file.tell()
+    if isinstance(file, io.BytesIO):  # getvalue() shares the buffer: no copy
+        data, offset = file.getvalue(), start
+    else:
+        data, offset = file.read(), 0
+    end = _scan(data, offset, find_class)
+    file.seek(start + end - offset)
+
+
+def _opcode_table() -> tuple[list[str | None], list[int | None]]:
+    """Per opcode byte: its name, and its argument's size or how that size is given."""
+    names: list[str | None] = [None] * 256
+    sizes: list[int | None] = [None] * 256
+    for op in pickletools.opcodes:
+        code = ord(op.code)
+        names[code] = op.name
+        sizes[code] = op.arg.n if op.arg is not None else 0
+        if op.arg is pickletools.stringnl_noescape_pair:
+            sizes[code] = _TWO_LINES
+        if op.name == "STOP":
+            sizes[code] = _STOP
+    return names, sizes
+
+
+_TWO_LINES, _STOP = -100, -101
+_LENGTH_PREFIX = {
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+}
+_NAMES, _SIZES = _opcode_table()
+
+
+def _scan(data: bytes, i: int, find_class: Callable[[str, str], Any] | None) -> int:
+    """The offset just after the STOP of the pickle at offset ``i`` of ``data``."""
+    end, sizes = len(data), _SIZES
+    while i < end:
+        size = sizes[data[i]]
+        i += 1
+        if size is not None and size >= 0:  # most opcodes: an argument of fixed size
+            i += size
+            continue
+        if size == _STOP:
+            return i
+        name = _NAMES[data[i - 1]]
+        if size is None:
+            raise pickle.UnpicklingError(f"at byte {i - 1}: unknown opcode {data[i - 1]:#04x}")
+        if size in _LENGTH_PREFIX:
+            width, signed = _LENGTH_PREFIX[size]
+            length = int.from_bytes(data[i : i + width], "little", signed=signed)
+            if i + width > end or length < 0:
+                raise pickle.UnpicklingError(f"at byte {i}: {name} without a length")
+            i += width + length
+            if i > end:
+                raise pickle.UnpicklingError(
+                    f"{name} declares {i - end:,} bytes more than the pickle holds"
+                )
+        else:
+            i = _after_lines(data, i, name, find_class)
+    raise pickle.UnpicklingError("the pickle ends without STOP")
+
+
+def _after_lines(data: bytes, i: int, name: str | None, find_class) -> int:
+    """After the newline-ended argument at ``i`` (two lines for ``GLOBAL`` and ``INST``)."""
+    newline = data.find(b"\n", i)
+    if newline >= 0 and _SIZES[data[i - 1]] == _TWO_LINES:
+        newline = data.find(b"\n", newline + 1)
+    if newline < 0:
+        raise pickle.UnpicklingError(f"at byte {i}: {name} without its newline")
+    if name == "GLOBAL" and find_class is not None:
+        module, _, global_name = data[i:newline].decode("utf-8", "replace").partition("\n")
+        find_class(module, global_name)
+    return newline + 1
 
 
 def loads(data: bytes, allowed: Mapping[tuple[str, str], Any], source: str, **kwargs: Any) -> Any:
@@ -186,12 +256,21 @@ class _Pending:
     """
 
     __slots__ = ()
+    #: How many were made, so that ``load`` walks its result only when there are some.
+    made = itertools.count()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Pending:
+        next(_Pending.made)
+        return super().__new__(cls)
 
     def resolve(self) -> Any:
         raise NotImplementedError
 
     def __setstate__(self, state: Any) -> None:
         raise Refused(f"setting the state of {type(self).__name__.strip('_')}")
+
+
+_WALKED = (_Pending, list, dict, tuple, set, frozenset)
 
 
 def _resolve(obj: Any, seen: dict[int, Any]) -> Any:
@@ -204,6 +283,9 @@ def _resolve(obj: Any, seen: dict[int, Any]) -> Any:
     if id(obj) in seen:
         return seen[id(obj)]
     seen[id(obj)] = obj
+    kinds = set(map(type, obj.values() if isinstance(obj, dict) else obj))
+    if not any(issubclass(kind, _WALKED) for kind in kinds) and not isinstance(obj, dict):
+        return obj  # numbers and strings only (a CIFAR batch's 10,000 labels)
     if isinstance(obj, list):
         obj[:] = [_resolve(item, seen) for item in obj]
     elif isinstance(obj, dict):
