@@ -203,6 +203,7 @@ LAYOUTS = {
     "size and stride of different lengths": (0, (2, 3), (1,)),
     "a hundred dimensions": (0, (1,) * 100, (1,) * 100),
     "size as a number": (0, 6, 1),
+    "sizes of 100,000 digits": (0, (10**10**5,) * 32, (1,) * 32),
 }
 
 
@@ -323,6 +324,7 @@ HOSTILE_ARRAYS = {
     "state with a huge shape": array((2**40,), "u1", b"abc"),
     "state with overflowing shape": array((2**62, 2**62), "u1", b"abc"),
     "state with a negative shape": array((-1,), "u1", b"abc"),
+    "state with sizes of 100,000 digits": array((10**10**5,) * 32, "u1", b"abc"),
     "state with a shape the data does not fill": array((3, 1025), "u1", bytes(3072)),
     "state with an object list": build(
         call(RECONSTRUCT, NDARRAY, value((0,)), value(b"b", 3)),
@@ -351,6 +353,8 @@ HOSTILE_ARRAYS = {
     "huge BYTEARRAY8": b"\x96" + (2**62).to_bytes(8, "little") + b"abc",
     "negative BINSTRING": b"T" + (-1).to_bytes(4, "little", signed=True) + b"abc",
     "SHORT_BINBYTES past the end": b"C\xff" + b"abc",
+    "memo index of 2**31 (LONG_BINPUT)": b"Nr\xff\xff\xff\x7f",
+    "memo index of 2**40 (PUT)": b"Np1099511627776\n",
 }
 
 

@@ -171,10 +171,12 @@ def _opcode_table() -> tuple[list[str | None], list[int | None]]:
             sizes[code] = _TWO_LINES
         if op.name == "STOP":
             sizes[code] = _STOP
+        if op.name == "LONG_BINPUT":
+            sizes[code] = _MEMO4
     return names, sizes
 
 
-_TWO_LINES, _STOP = -100, -101
+_TWO_LINES, _STOP, _MEMO4 = -100, -101, -102
 _LENGTH_PREFIX = {
     pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
     pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
@@ -198,6 +200,12 @@ def _scan(data: bytes, i: int, find_class: Callable[[str, str], Any] | None) -> 
         name = _NAMES[data[i - 1]]
         if size is None:
             raise pickle.UnpicklingError(f"at byte {i - 1}: unknown opcode {data[i - 1]:#04x}")
+        if size == _MEMO4:
+            # The memo grows to twice the index at once: a 10-byte pickle would ask for
+            # 32 GiB. Real pickles number their memo from 0, one entry per few bytes.
+            _check_memo_index(int.from_bytes(data[i : i + 4], "little"), end)
+            i += 4
+            continue
         if size in _LENGTH_PREFIX:
             width, signed = _LENGTH_PREFIX[size]
             length = int.from_bytes(data[i : i + width], "little", signed=signed)
@@ -223,7 +231,14 @@ def _after_lines(data: bytes, i: int, name: str | None, find_class) -> int:
     if name == "GLOBAL" and find_class is not None:
         module, _, global_name = data[i:newline].decode("utf-8", "replace").partition("\n")
         find_class(module, global_name)
+    if name == "PUT":
+        _check_memo_index(int(data[i:newline]), len(data))
     return newline + 1
+
+
+def _check_memo_index(index: int, size: int) -> None:
+    if not 0 <= index <= size:
+        raise pickle.UnpicklingError(f"a memo index of {index:,} in a pickle of {size:,} bytes")
 
 
 def loads(data: bytes, allowed: Mapping[tuple[str, str], Any], source: str, **kwargs: Any) -> Any:
@@ -397,7 +412,7 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     if not (
         isinstance(shape, tuple)
         and len(shape) <= MAX_ARRAY_DIMENSIONS
-        and all(type(n) is int and n >= 0 for n in shape)
+        and all(type(n) is int and 0 <= n < 2**63 for n in shape)
     ):
         raise Refused(f"an array of shape {shape!r:.80}")
     return shape

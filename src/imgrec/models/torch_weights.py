@@ -131,7 +131,7 @@ def _checked_layout(offset, shape, stride, available: int) -> tuple[tuple, tuple
         isinstance(shape, tuple)
         and isinstance(stride, tuple)
         and len(shape) == len(stride) <= MAX_DIMENSIONS
-        and all(type(v) is int and v >= 0 for v in values)
+        and all(type(v) is int and 0 <= v < 2**63 for v in values)
     ):
         raise WeightsError(
             f"a tensor with offset {offset!r:.40}, size {shape!r:.80} and stride {stride!r:.80} "
