@@ -177,6 +177,7 @@ def _opcode_table() -> tuple[list[str | None], list[int | None]]:
 
 
 _TWO_LINES, _STOP, _MEMO4 = -100, -101, -102
+_ARG1 = pickletools.TAKEN_FROM_ARGUMENT1
 _LENGTH_PREFIX = {
     pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
     pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
@@ -194,6 +195,9 @@ def _scan(data: bytes, i: int, find_class: Callable[[str, str], Any] | None) -> 
         i += 1
         if size is not None and size >= 0:  # most opcodes: an argument of fixed size
             i += size
+            continue
+        if size == _ARG1 and i < end:  # short strings: a one-byte length
+            i += 1 + data[i]
             continue
         if size == _STOP:
             return i
