@@ -472,6 +472,24 @@ def test_a_cifar_member_too_large_is_not_read(tmp_path, monkeypatch):
         load_dataset(tarball)
 
 
+def test_cifar_batches_too_large_in_all_are_not_read(tmp_path, monkeypatch):
+    """Many batches, each small enough, cannot add up to more than MAX_CIFAR_BYTES."""
+    members, _ = cifar10_members()
+    sizes = sorted(len(data) for data in members.values())
+    monkeypatch.setattr(imgrec.datasets.formats, "MAX_CIFAR_BYTES", sum(sizes) - 1)
+    tarball = write_tar_gz(tmp_path / "many.tar.gz", "cifar-10-batches-py", members)
+    with pytest.raises(DatasetError, match=r"many\.tar\.gz:.*declare .* more than"):
+        load_dataset(tarball)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, data in members.items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(DatasetError, match=r"folder.*declare .* more than"):
+        load_dataset(folder)
+    monkeypatch.setattr(imgrec.datasets.formats, "MAX_CIFAR_BYTES", sum(sizes))
+    assert load_dataset(tarball).name == "cifar10"
+
+
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 def test_safe_pickle_reads_arrays_and_refuses_objects(protocol):
     value = {"x": np.arange(12, dtype=np.float32).reshape(3, 4).T, b"y": [1, 2], "z": b"\x00"}

@@ -51,6 +51,9 @@ MAX_ARRAY_BYTES = 2 * 1024**3
 #: The largest CIFAR batch file read (CIFAR-100's ``train`` is 155 MB): a small
 #: .tar.gz cannot make imgrec hold gigabytes of zeros.
 MAX_BATCH_BYTES = 512 * 1024**2
+#: The most bytes of CIFAR batches read in all (CIFAR-10's six files hold 178 MB): a
+#: .tar.gz of a thousand compressed batches cannot either.
+MAX_CIFAR_BYTES = 2 * 1024**3
 
 _IDX_NAME = re.compile(
     r"^(?P<split>train|t10k|test)-(?P<kind>images|labels)[.-]idx[13]-ubyte(\.gz)?$", re.IGNORECASE
@@ -282,8 +285,7 @@ def read_cifar(path: Path) -> RawData:
         for file in sorted(path.iterdir()):
             if _CIFAR_FILES.match(file.name) and file.is_file():
                 entries.append(file_entry(file))
-                if entries[-1][1] > MAX_BATCH_BYTES:
-                    raise DatasetError(f"{file}: {entries[-1][1]:,} bytes: too large for a batch")
+                _check_batch_size(str(file), entries[-1][1], entries)
                 batches[file.name] = _unpickle(file.read_bytes(), str(file))
     else:
         try:
@@ -293,13 +295,10 @@ def read_cifar(path: Path) -> RawData:
                     if not (member.isfile() and _CIFAR_FILES.match(base)) or base in batches:
                         continue
                     label = f"{path}:{member.name}"
-                    if member.size > MAX_BATCH_BYTES:
-                        raise DatasetError(
-                            f"{label}: declares {member.size:,} bytes: too large for a batch"
-                        )
+                    entries.append([member.name, member.size, member.mtime])
+                    _check_batch_size(label, member.size, entries)
                     f = tar.extractfile(member)
                     batches[base] = _unpickle(f.read() if f else b"", label)
-                    entries.append([member.name, member.size, member.mtime])
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DatasetError(f"{path}: not a readable CIFAR archive ({e})") from e
     kind = _cifar_kind(set(batches))
@@ -329,6 +328,18 @@ def read_cifar(path: Path) -> RawData:
         parts=parts,
         key=make_key("cifar", entries),
     )
+
+
+def _check_batch_size(label: str, size: int, entries: list) -> None:
+    """Refuse a batch over ``MAX_BATCH_BYTES``, or batches over ``MAX_CIFAR_BYTES`` in all."""
+    if size > MAX_BATCH_BYTES:
+        raise DatasetError(f"{label}: declares {size:,} bytes: too large for a batch")
+    total = sum(entry[1] for entry in entries)
+    if total > MAX_CIFAR_BYTES:
+        raise DatasetError(
+            f"{label}: the batches so far declare {total:,} bytes, more than CIFAR's "
+            f"{MAX_CIFAR_BYTES:,}-byte limit"
+        )
 
 
 def _batch_number(name: str) -> int:

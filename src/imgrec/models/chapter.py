@@ -1,6 +1,7 @@
-"""The seed networks: the textbook chapter's own CNNs, trained from scratch.
+"""The chapter's networks: the textbook chapter's own CNNs, trained from scratch.
 
-``imgrec train DATASET --arch ARCH`` builds one of these. Three are the
+``imgrec train DATASET --arch ARCH`` builds one of these (the registry,
+:mod:`imgrec.models.registry`, lists them with the zoo's). Three are the
 chapter's networks, layer for layer; the fourth is a stronger recipe of ours:
 
 - ``cifar-cnn``: the chapter's CIFAR-10 classifier (32 x 32 x 3, 10 classes,
@@ -30,24 +31,34 @@ Input: images of 0-255 pixel values (uint8 or float), shaped ``(H, W, C)``.
 The last convolutional feature map (for Class Activation Maps) is the layer
 ``last_conv_layer(model)`` returns: ``conv2`` in the chapter's networks,
 ``block3_relu2`` in ``vgg-bn``.
+
+This module imports Keras only when a network is built, so that the registry can
+list the networks without starting TensorFlow.
+
+These were called "seed networks" before (``imgrec.models.seed``): the old names
+``SeedArchitecture``, ``SEED_ARCHITECTURES``, ``get_seed_architecture`` and
+``build_seed`` still work, with a ``DeprecationWarning``, for one release.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Any
 
 from imgrec.core.errors import ModelError
+
+if TYPE_CHECKING:
+    import keras
+    from keras import layers
 
 RESCALE_LAYER = "rescale"
 
 
 @dataclass(frozen=True)
-class SeedArchitecture:
-    """A seed network and the training recipe that goes with it.
+class ChapterArchitecture:
+    """One of the chapter's networks and the training recipe that goes with it.
 
     Args:
         name: the name users type (``cifar-cnn``).
@@ -119,6 +130,9 @@ def _check_arguments(
 
 def _stem(input_shape: tuple[int, int, int], augmentation, name: str):
     """Input, the caller's augmentation layer (if any), then 0-255 -> 0-1."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if augmentation is not None:
@@ -134,6 +148,8 @@ def _stem(input_shape: tuple[int, int, int], augmentation, name: str):
 
 def _classifier(x, num_classes: int, name: str = "predictions"):
     """``num_classes`` softmax units (any N >= 2, 2 included)."""
+    from keras import layers
+
     return layers.Dense(num_classes, activation="softmax", name=name)(x)
 
 
@@ -157,6 +173,9 @@ def cifar_cnn(
 
     Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 8.
     """
+    import keras
+    from keras import layers
+
     shape, num_classes = _check_arguments("cifar-cnn", input_shape, num_classes, CIFAR_MIN_SIZE)
     inputs, x = _stem(shape, augmentation, "cifar-cnn")
     x = layers.Conv2D(64, 3, activation="relu", name="conv1")(x)
@@ -186,6 +205,9 @@ def catdog_cnn(
 
     Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 10.
     """
+    import keras
+    from keras import layers
+
     shape, num_classes = _check_arguments("catdog-cnn", input_shape, num_classes, CATDOG_MIN_SIZE)
     inputs, x = _stem(shape, augmentation, "catdog-cnn")
     x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
@@ -217,6 +239,9 @@ def mnist_cnn(
 
     Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 6.
     """
+    import keras
+    from keras import layers
+
     shape, num_classes = _check_arguments("mnist-cnn", input_shape, num_classes, MNIST_MIN_SIZE)
     inputs, x = _stem(shape, augmentation, "mnist-cnn")
     x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
@@ -263,13 +288,16 @@ def vgg_bn(
     (1,144,394 for 10 classes) independent of the image size, and the last
     feature map, ``block3_relu2``, is the one for Class Activation Maps.
 
-    Recipe (also in ``SEED_ARCHITECTURES["vgg-bn"]``): AdamW, learning rate 2e-3,
+    Recipe (also in ``CHAPTER_ARCHITECTURES["vgg-bn"]``): AdamW, learning rate 2e-3,
     weight decay 1e-2, cosine decay to 0 over 20 epochs, batch 128. Random
     horizontal flips help on Fashion-MNIST and photos; digits want small
     rotations, zooms and shifts instead (no flips for digits or text).
 
     Input: 0-255 pixels, ``(H, W, 1 or 3)`` with H, W >= 8.
     """
+    import keras
+    from keras import layers
+
     shape, num_classes = _check_arguments("vgg-bn", input_shape, num_classes, VGG_BN_MIN_SIZE)
     inputs, x = _stem(shape, augmentation, "vgg-bn")
     for block, (filters, convs, rate) in enumerate(
@@ -296,10 +324,10 @@ def vgg_bn(
 # ------------------------------------------------------------------------ registry
 
 
-SEED_ARCHITECTURES: dict[str, SeedArchitecture] = {
+CHAPTER_ARCHITECTURES: dict[str, ChapterArchitecture] = {
     arch.name: arch
     for arch in (
-        SeedArchitecture(
+        ChapterArchitecture(
             name="cifar-cnn",
             description="the chapter's CIFAR-10 CNN: 2 convs, Dense 80 (453,786 params)",
             default_input_shape=(32, 32, 3),
@@ -312,7 +340,7 @@ SEED_ARCHITECTURES: dict[str, SeedArchitecture] = {
             default_num_classes=10,
             min_input_size=CIFAR_MIN_SIZE,
         ),
-        SeedArchitecture(
+        ChapterArchitecture(
             name="catdog-cnn",
             description="the chapter's dogs-vs-cats CNN: 2 convs, Dense 512, sigmoid",
             default_input_shape=(128, 128, 3),
@@ -326,7 +354,7 @@ SEED_ARCHITECTURES: dict[str, SeedArchitecture] = {
             min_input_size=CATDOG_MIN_SIZE,
             suggested_augmentation="horizontal flip, rotation 10 degrees, zoom 10 %",
         ),
-        SeedArchitecture(
+        ChapterArchitecture(
             name="mnist-cnn",
             description="Keras's classic MNIST convnet (the Keras.js demo's)",
             default_input_shape=(28, 28, 1),
@@ -339,7 +367,7 @@ SEED_ARCHITECTURES: dict[str, SeedArchitecture] = {
             default_num_classes=10,
             min_input_size=MNIST_MIN_SIZE,
         ),
-        SeedArchitecture(
+        ChapterArchitecture(
             name="vgg-bn",
             description="our small VGG with batch norm and dropout, for accuracy",
             default_input_shape=(28, 28, 1),
@@ -363,27 +391,27 @@ def _normalise(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "").replace(" ", "")
 
 
-def get_seed_architecture(name: str) -> SeedArchitecture:
-    """The seed network called ``name``, spelled any common way (``CIFAR_CNN``, ``cifarcnn``).
+def get_chapter_architecture(name: str) -> ChapterArchitecture:
+    """The chapter's network called ``name``, spelled any common way (``CIFAR_CNN``, ``cifarcnn``).
 
     Raises:
-        ModelError: no seed network of that name; the message lists the known ones.
+        ModelError: no chapter network of that name; the message lists the known ones.
     """
     wanted = _normalise(str(name))
-    for arch in SEED_ARCHITECTURES.values():
+    for arch in CHAPTER_ARCHITECTURES.values():
         if _normalise(arch.name) == wanted:
             return arch
-    known = ", ".join(SEED_ARCHITECTURES)
-    raise ModelError(f"unknown seed architecture {name!r}; known: {known}")
+    known = ", ".join(CHAPTER_ARCHITECTURES)
+    raise ModelError(f"unknown chapter network {name!r}; known: {known}")
 
 
-def build_seed(
+def build_chapter_network(
     name: str,
     input_shape: tuple[int, int, int] | None = None,
     num_classes: int | None = None,
     augmentation: layers.Layer | None = None,
 ) -> keras.Model:
-    """Build the seed network ``name`` for images of ``input_shape`` and ``num_classes``.
+    """Build the chapter's network ``name`` for images of ``input_shape`` and ``num_classes``.
 
     ``None`` means the chapter's shape and number of classes.
 
@@ -391,7 +419,7 @@ def build_seed(
         ModelError: unknown name, an input too small or with other than 1 or 3
             channels, or fewer than 2 classes.
     """
-    arch = get_seed_architecture(name)
+    arch = get_chapter_architecture(name)
     shape = arch.default_input_shape if input_shape is None else input_shape
     classes = arch.default_num_classes if num_classes is None else num_classes
     return arch.build(shape, classes, augmentation=augmentation)
@@ -405,9 +433,6 @@ def is_binary_output(model: keras.Model) -> bool:
     return getattr(activation, "__name__", None) == "sigmoid"
 
 
-_FEATURE_LAYER_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.ReLU, layers.Activation)
-
-
 def last_conv_layer(model: keras.Model) -> layers.Layer:
     """The layer that outputs the model's last convolutional feature map (for CAM).
 
@@ -418,7 +443,33 @@ def last_conv_layer(model: keras.Model) -> layers.Layer:
     Raises:
         ModelError: the model has no such layer.
     """
+    from keras import layers
+
+    feature_layers = (layers.Conv2D, layers.DepthwiseConv2D, layers.ReLU, layers.Activation)
     for layer in reversed(model.layers):
-        if isinstance(layer, _FEATURE_LAYER_TYPES) and len(layer.output.shape) == 4:
+        if isinstance(layer, feature_layers) and len(layer.output.shape) == 4:
             return layer
     raise ModelError(f"model {model.name!r} has no convolutional feature map")
+
+
+#: The old names, each answered (with a DeprecationWarning) by its new one.
+_DEPRECATED = {
+    "SeedArchitecture": "ChapterArchitecture",
+    "SEED_ARCHITECTURES": "CHAPTER_ARCHITECTURES",
+    "get_seed_architecture": "get_chapter_architecture",
+    "build_seed": "build_chapter_network",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The deprecated "seed" names, for one release."""
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"imgrec.models.chapter.{name} is deprecated and will be removed in the next "
+        f"release; use {new} (or imgrec.models.registry)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

@@ -9,15 +9,14 @@ from __future__ import annotations
 import gc
 import json
 
-from imgrec.models.pretrained import build_architecture
-from imgrec.models.zoo import ZOO
+from imgrec.models.registry import ZOO_KIND, create_model, list_models
 
 
 def main() -> None:
     counts = {}
-    for entry in ZOO:
-        model = build_architecture(entry)
-        counts[entry.name] = {
+    for name in list_models(ZOO_KIND):
+        model = create_model(name)
+        counts[name] = {
             "parameters": int(model.count_params()),
             "depth": sum(1 for layer in model.layers if layer.weights),
         }

@@ -225,16 +225,33 @@ def EfficientNetLite0(
 
     channels_first = keras.config.image_data_format() == "channels_first"
     bn_axis = 1 if channels_first else -1
+    inputs = layers.Input(shape=_input_shape(input_shape, channels_first), name="input_layer")
+    x = _features(inputs, bn_axis)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout_rate > 0:
+            x = layers.Dropout(dropout_rate, name="top_dropout")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    return keras.Model(inputs, x, name=name)
+
+
+def _input_shape(input_shape, channels_first: bool) -> tuple:
+    """``input_shape``, or 224 x 224 x 3 in the data format's order; 3 channels only."""
     if input_shape is None:
-        input_shape = (
-            (3, DEFAULT_SIZE, DEFAULT_SIZE) if channels_first else (DEFAULT_SIZE,) * 2 + (3,)
-        )
+        return (3, DEFAULT_SIZE, DEFAULT_SIZE) if channels_first else (DEFAULT_SIZE,) * 2 + (3,)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[0 if channels_first else -1] != 3:
         raise ValueError(f"input_shape must be 3-D with 3 channels, not {input_shape}")
+    return input_shape
 
-    inputs = layers.Input(shape=input_shape, name="input_layer")
 
+def _features(inputs, bn_axis: int):
+    """Stem, the seven stages of MBConv blocks and the head, up to ``top_activation``."""
     # Stem: a stride-2 3x3 convolution to 32 channels.
     x, padding = _strided_padding(inputs, 3, 2, "stem_conv")
     x = layers.Conv2D(
@@ -262,19 +279,7 @@ def EfficientNetLite0(
     # Head: 1x1 convolution to 1280 channels.
     x = layers.Conv2D(HEAD_FILTERS, 1, padding="same", use_bias=False, name="top_conv")(x)
     x = layers.BatchNormalization(axis=bn_axis, epsilon=BN_EPSILON, name="top_bn")(x)
-    x = layers.ReLU(max_value=6.0, name="top_activation")(x)
-
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout_rate > 0:
-            x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    return keras.Model(inputs, x, name=name)
+    return layers.ReLU(max_value=6.0, name="top_activation")(x)
 
 
 # --- Loading the PyTorch weights -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``imgrec summary``: Keras's summary of a seed architecture, a zoo network or a file."""
+"""``imgrec summary``: Keras's summary of a registered architecture or a ``.keras`` file."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import os
 import keras
 
 from imgrec.core.errors import ModelError
-from imgrec.models.chapter import SEED_ARCHITECTURES, build_seed, get_seed_architecture
 from imgrec.models.loading import load_keras_file
-from imgrec.models.pretrained import build_architecture
-from imgrec.models.zoo import get_entry
+from imgrec.models.registry import CHAPTER, create_model, get_model_entry, list_models
 
 
 def summary(model: str | os.PathLike | keras.Model) -> str:
     """Keras's layer-by-layer summary, and the chapter's parameter count where it has one.
 
     Args:
-        model: a seed architecture name (``cifar-cnn``), a zoo name (``resnet50``:
+        model: a chapter network's name (``cifar-cnn``), a zoo name (``resnet50``:
             built without weights), a ``.keras`` file, or a model.
 
     Raises:
@@ -40,13 +38,11 @@ def summary(model: str | os.PathLike | keras.Model) -> str:
 
 def _build_by_name(name: str) -> tuple[keras.Model, int | None]:
     try:
-        architecture = get_seed_architecture(name)
+        entry = get_model_entry(name)
     except ModelError:
-        try:
-            return build_architecture(get_entry(name)), None
-        except ModelError:
-            raise ModelError(
-                f"{name!r} is neither a .keras file, a seed architecture "
-                f"({', '.join(SEED_ARCHITECTURES)}) nor a zoo network (see 'imgrec zoo')"
-            ) from None
-    return build_seed(architecture.name), architecture.reference_parameters
+        raise ModelError(
+            f"{name!r} is neither a .keras file, one of the chapter's networks "
+            f"({', '.join(list_models(CHAPTER))}) nor a zoo network (see 'imgrec zoo')"
+        ) from None
+    reference = entry.chapter.reference_parameters if entry.kind == CHAPTER else None
+    return create_model(entry.name), reference

@@ -41,6 +41,32 @@ def _torch_arrays(
     raise WeightsError(f"layer {layer.name!r} ({type(layer).__name__}) has no PyTorch mapping")
 
 
+def _keras_array(
+    state_dict: dict[str, np.ndarray],
+    key: str,
+    axes: tuple[int, ...] | None,
+    variable: keras.Variable,
+    layer_name: str,
+    architecture: str,
+) -> np.ndarray:
+    """``state_dict[key]`` in Keras's layout and ``variable``'s dtype, shape checked."""
+    if key not in state_dict:
+        raise WeightsError(f"{architecture} state dict has no {key!r} (for layer {layer_name!r})")
+    value = np.asarray(state_dict[key])
+    if axes is not None:
+        if value.ndim != len(axes):
+            raise WeightsError(
+                f"{key!r} has shape {value.shape}; layer {layer_name!r} needs a {len(axes)}-D array"
+            )
+        value = value.transpose(axes)
+    if tuple(value.shape) != tuple(variable.shape):
+        raise WeightsError(
+            f"{key!r} has shape {tuple(state_dict[key].shape)}, which does not fit "
+            f"layer {layer_name!r} (Keras shape {tuple(variable.shape)})"
+        )
+    return value.astype(variable.dtype)
+
+
 def copy_state_dict(
     model: keras.Model,
     state_dict: dict[str, np.ndarray],
@@ -86,27 +112,11 @@ def copy_state_dict(
                 f"expected {len(sources)} for '{prefix}.*'"
             )
         for (key, axes), variable in zip(sources, layer.weights, strict=True):
-            if key not in state_dict:
-                raise WeightsError(
-                    f"{architecture} state dict has no {key!r} (for layer {layer_name!r})"
-                )
             if key in used:
                 raise WeightsError(f"state dict entry {key!r} would be used twice")
             used.add(key)
-            value = np.asarray(state_dict[key])
-            if axes is not None:
-                if value.ndim != len(axes):
-                    raise WeightsError(
-                        f"{key!r} has shape {value.shape}; layer {layer_name!r} needs "
-                        f"a {len(axes)}-D array"
-                    )
-                value = value.transpose(axes)
-            if tuple(value.shape) != tuple(variable.shape):
-                raise WeightsError(
-                    f"{key!r} has shape {tuple(state_dict[key].shape)}, which does not fit "
-                    f"layer {layer_name!r} (Keras shape {tuple(variable.shape)})"
-                )
-            assignments.append((variable, value.astype(variable.dtype)))
+            value = _keras_array(state_dict, key, axes, variable, layer_name, architecture)
+            assignments.append((variable, value))
 
     # A layer with weights that no entry fills would silently keep random values.
     unfilled = [

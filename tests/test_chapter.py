@@ -1,17 +1,20 @@
-"""The seed networks: the chapter's exact layouts, adaptation to the data, learnability."""
+"""The chapter's networks: exact layouts, adaptation to the data, learnability, old names."""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 from imgrec.core.errors import ModelError
+from imgrec.models import chapter
 from imgrec.models.chapter import (
+    CHAPTER_ARCHITECTURES,
     RESCALE_LAYER,
-    SEED_ARCHITECTURES,
-    build_seed,
-    get_seed_architecture,
+    build_chapter_network,
+    get_chapter_architecture,
     is_binary_output,
     last_conv_layer,
 )
@@ -26,38 +29,38 @@ CHAPTER_PARAMETERS = {
 
 @pytest.mark.parametrize("name", sorted(CHAPTER_PARAMETERS))
 def test_default_parameter_counts_are_the_chapters(name):
-    model = build_seed(name)
+    model = build_chapter_network(name)
     assert model.count_params() == CHAPTER_PARAMETERS[name]
-    assert SEED_ARCHITECTURES[name].reference_parameters == CHAPTER_PARAMETERS[name]
+    assert CHAPTER_ARCHITECTURES[name].reference_parameters == CHAPTER_PARAMETERS[name]
 
 
 def test_default_shapes_and_outputs():
-    cifar = build_seed("cifar-cnn")
+    cifar = build_chapter_network("cifar-cnn")
     assert cifar.input_shape == (None, 32, 32, 3)
     assert cifar.output_shape == (None, 10)
-    catdog = build_seed("catdog-cnn")
+    catdog = build_chapter_network("catdog-cnn")
     assert catdog.input_shape == (None, 128, 128, 3)
     assert catdog.output_shape == (None, 1)
     assert is_binary_output(catdog)
-    mnist = build_seed("mnist-cnn")
+    mnist = build_chapter_network("mnist-cnn")
     assert mnist.input_shape == (None, 28, 28, 1)
     assert not is_binary_output(mnist)
 
 
 def test_vgg_bn_is_small_and_has_batch_norm():
-    model = build_seed("vgg-bn")
+    model = build_chapter_network("vgg-bn")
     assert model.count_params() == 1_144_394  # the count its docstring and the README give
     assert model.output_shape == (None, 10)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"BatchNormalization", "Dropout", "Conv2D"} <= kinds
-    arch = SEED_ARCHITECTURES["vgg-bn"]
+    arch = CHAPTER_ARCHITECTURES["vgg-bn"]
     assert arch.lr_schedule == "cosine"
     assert arch.reference_parameters is None
     assert arch.learning_rate > 0 and arch.epochs > 0
 
 
 def test_every_architecture_describes_a_recipe():
-    for name, arch in SEED_ARCHITECTURES.items():
+    for name, arch in CHAPTER_ARCHITECTURES.items():
         assert arch.name == name
         assert arch.description
         assert arch.lr_schedule in ("constant", "cosine")
@@ -65,13 +68,13 @@ def test_every_architecture_describes_a_recipe():
 
 
 def test_cifar_cnn_adapts_to_grey_28x28():
-    model = build_seed("cifar-cnn", input_shape=(28, 28, 1), num_classes=10)
+    model = build_chapter_network("cifar-cnn", input_shape=(28, 28, 1), num_classes=10)
     assert model.input_shape == (None, 28, 28, 1)
     assert model.output_shape == (None, 10)
 
 
 def test_catdog_with_three_classes_is_softmax():
-    model = build_seed("catdog-cnn", num_classes=3)
+    model = build_chapter_network("catdog-cnn", num_classes=3)
     assert model.output_shape == (None, 3)
     assert not is_binary_output(model)
     assert model.layers[-1].activation.__name__ == "softmax"
@@ -79,7 +82,7 @@ def test_catdog_with_three_classes_is_softmax():
 
 @pytest.mark.parametrize("name", ["cifar-cnn", "mnist-cnn", "vgg-bn"])
 def test_two_classes_are_two_softmax_units_except_catdog(name):
-    model = build_seed(name, num_classes=2)
+    model = build_chapter_network(name, num_classes=2)
     assert model.output_shape == (None, 2)
     assert not is_binary_output(model)
 
@@ -89,11 +92,11 @@ def test_two_classes_are_two_softmax_units_except_catdog(name):
     [("cifar-cnn", 8), ("catdog-cnn", 10), ("mnist-cnn", 6), ("vgg-bn", 8)],
 )
 def test_smallest_input_builds_and_smaller_raises(name, smallest):
-    model = build_seed(name, input_shape=(smallest, smallest + 3, 1), num_classes=4)
+    model = build_chapter_network(name, input_shape=(smallest, smallest + 3, 1), num_classes=4)
     assert model.output_shape == (None, 4)
-    assert SEED_ARCHITECTURES[name].min_input_size == smallest
+    assert CHAPTER_ARCHITECTURES[name].min_input_size == smallest
     with pytest.raises(ModelError, match="too small"):
-        build_seed(name, input_shape=(smallest - 1, 64, 3))
+        build_chapter_network(name, input_shape=(smallest - 1, 64, 3))
 
 
 @pytest.mark.parametrize(
@@ -108,24 +111,24 @@ def test_smallest_input_builds_and_smaller_raises(name, smallest):
 )
 def test_bad_arguments_raise_model_error(input_shape, num_classes, message):
     with pytest.raises(ModelError, match=message):
-        build_seed("cifar-cnn", input_shape=input_shape, num_classes=num_classes)
+        build_chapter_network("cifar-cnn", input_shape=input_shape, num_classes=num_classes)
 
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ModelError) as info:
-        build_seed("lenet-5")
-    for name in SEED_ARCHITECTURES:
+        build_chapter_network("lenet-5")
+    for name in CHAPTER_ARCHITECTURES:
         assert name in str(info.value)
 
 
 @pytest.mark.parametrize("spelling", ["cifar-cnn", "CIFAR_CNN", "cifarcnn", "Cifar-CNN"])
 def test_names_are_forgiving(spelling):
-    assert get_seed_architecture(spelling).name == "cifar-cnn"
+    assert get_chapter_architecture(spelling).name == "cifar-cnn"
 
 
 def test_rescaling_follows_the_augmentation_layer():
     flip = keras.layers.RandomFlip("horizontal", name="my_flip")
-    model = build_seed("mnist-cnn", augmentation=flip)
+    model = build_chapter_network("mnist-cnn", augmentation=flip)
     names = [layer.name for layer in model.layers]
     assert names[1] == "my_flip"
     assert names[2] == RESCALE_LAYER
@@ -134,21 +137,21 @@ def test_rescaling_follows_the_augmentation_layer():
     assert rescale.scale == pytest.approx(1 / 255)
     assert model.count_params() == CHAPTER_PARAMETERS["mnist-cnn"]
 
-    plain = build_seed("mnist-cnn")
+    plain = build_chapter_network("mnist-cnn")
     assert [layer.name for layer in plain.layers][1] == RESCALE_LAYER
 
 
 def test_augmentation_must_be_a_layer():
     with pytest.raises(ModelError, match="augmentation"):
-        build_seed("cifar-cnn", augmentation="flip")
+        build_chapter_network("cifar-cnn", augmentation="flip")
 
 
-@pytest.mark.parametrize("name", sorted(SEED_ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(CHAPTER_ARCHITECTURES))
 def test_forward_pass_on_pixel_values_gives_probabilities(name):
-    arch = SEED_ARCHITECTURES[name]
+    arch = CHAPTER_ARCHITECTURES[name]
     shape = (32, 32, 3) if name == "catdog-cnn" else arch.default_input_shape
     classes = 3 if name == "catdog-cnn" else arch.default_num_classes
-    model = build_seed(name, input_shape=shape, num_classes=classes)
+    model = build_chapter_network(name, input_shape=shape, num_classes=classes)
     pixels = np.random.default_rng(0).integers(0, 256, (4, *shape)).astype("float32")
     probabilities = keras.ops.convert_to_numpy(model(pixels, training=False))
     assert probabilities.shape == (4, classes)
@@ -157,7 +160,7 @@ def test_forward_pass_on_pixel_values_gives_probabilities(name):
 
 
 def test_binary_forward_pass_is_one_probability():
-    model = build_seed("catdog-cnn", input_shape=(24, 24, 3))
+    model = build_chapter_network("catdog-cnn", input_shape=(24, 24, 3))
     pixels = np.full((2, 24, 24, 3), 200.0, dtype="float32")
     p = keras.ops.convert_to_numpy(model(pixels, training=False))
     assert p.shape == (2, 1)
@@ -174,7 +177,7 @@ def test_binary_forward_pass_is_one_probability():
     ],
 )
 def test_last_conv_layer_is_the_last_feature_map(name, layer):
-    model = build_seed(name)
+    model = build_chapter_network(name)
     found = last_conv_layer(model)
     assert found.name == layer
     assert len(found.output.shape) == 4
@@ -195,11 +198,53 @@ def _halves(n: int = 200, size: int = 28, seed: int = 0):
 def test_learns_a_separable_problem(name):
     keras.utils.set_random_seed(1)
     x, y = _halves()
-    model = build_seed(name, input_shape=(28, 28, 1), num_classes=2)
+    model = build_chapter_network(name, input_shape=(28, 28, 1), num_classes=2)
     model.compile(
-        keras.optimizers.Adam(SEED_ARCHITECTURES[name].learning_rate),
+        keras.optimizers.Adam(CHAPTER_ARCHITECTURES[name].learning_rate),
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert history.history["accuracy"][-1] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("SeedArchitecture", "ChapterArchitecture"),
+        ("SEED_ARCHITECTURES", "CHAPTER_ARCHITECTURES"),
+        ("get_seed_architecture", "get_chapter_architecture"),
+        ("build_seed", "build_chapter_network"),
+    ],
+)
+def test_the_seed_names_still_answer_with_a_deprecation_warning(old, new):
+    with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated.*use {new}"):
+        assert getattr(chapter, old) is getattr(chapter, new)
+    with pytest.raises(AttributeError, match="no attribute 'build_sead'"):
+        chapter.build_sead  # noqa: B018
+
+
+def test_the_old_module_path_builds_as_the_examples_do():
+    """examples/ and the README call imgrec.models.seed.build_seed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from imgrec.models.seed import build_seed
+
+        model = build_seed("mnist-cnn", (28, 28, 1), 10)
+    assert model.count_params() == CHAPTER_PARAMETERS["mnist-cnn"]
+    assert {w.category for w in caught} == {DeprecationWarning}
+    assert any("build_seed" in str(w.message) for w in caught)
+
+
+def test_importing_the_chapter_module_does_not_start_keras():
+    """The registry lists the chapter's networks without TensorFlow (a child process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, imgrec.models.chapter as c\n"
+        "assert len(c.CHAPTER_ARCHITECTURES) == 4\n"
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
