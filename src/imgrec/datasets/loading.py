@@ -107,6 +107,14 @@ def load_dataset(
     """
     size = _check_size(image_size)
     folder_size = size or _check_size(default_image_size) or DEFAULT_IMAGE_SIZE
+    _check_options(channels, val_split, limit_per_class)
+    raw = _read(spec, folder_size, channels, progress)
+    raw = _conform(raw, size, channels, progress)
+    return _split(raw, val_split=val_split, limit_per_class=limit_per_class, seed=seed)
+
+
+def _check_options(channels: int | None, val_split: float, limit_per_class: int | None) -> None:
+    """ValueError or DatasetError for options out of range (see ``load_dataset``)."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
     if not 0 <= val_split < 1:
@@ -114,8 +122,9 @@ def load_dataset(
     if limit_per_class is not None and limit_per_class < 1:
         raise DatasetError(f"the limit per class must be at least 1, got {limit_per_class}")
 
-    raw = _read(spec, folder_size, channels, progress)
-    raw = _conform(raw, size, channels, progress)
+
+def _split(raw: RawData, *, val_split: float, limit_per_class: int | None, seed: int) -> Dataset:
+    """The data set of ``raw``: split, limited and fingerprinted as ``load_dataset`` says."""
     train, val, test = splits.split(
         raw, val_split=val_split, limit_per_class=limit_per_class, seed=seed
     )
