@@ -15,11 +15,16 @@ Kaggle's ``train/cat.0.jpg`` zip both read as they are.
 Every image is decoded with :func:`imgrec.core.images.load_image` (format sniffed from the
 content, size checked before decoding, EXIF orientation applied), converted to RGB or
 grey and resized once into the decode cache (:mod:`imgrec.datasets.cache`). A file
-that cannot be decoded is skipped with its reason; the load goes on.
+that cannot be decoded is skipped with its reason; the load goes on. So is a name of an
+image that is no file to read: a broken symbolic link or a loop of links, a FIFO, a
+socket, a device, a file without read permission (:func:`imgrec.core.images.scan_images`);
+these are never opened, and a file is read only after checking, on the opened file,
+that it still is a regular one (:func:`imgrec.core.images.read_image_file`).
 
 Zip members are read straight from the archive, never extracted: a member whose
 declared size exceeds :data:`MAX_MEMBER_BYTES` (a zip bomb, or no image), whose name
-tries to leave the folder (absolute, ``..``) or that is a link is skipped unread.
+tries to leave the folder (absolute, ``..``), that is a link, or that the archive marks
+as a FIFO, a socket or a device is skipped unread.
 """
 
 from __future__ import annotations
@@ -35,7 +40,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from imgrec.core.errors import DatasetError, ImageError
-from imgrec.core.images import find_images, is_image_file, load_image
+from imgrec.core.images import (
+    is_image_file,
+    load_image,
+    read_image_file,
+    scan_images,
+    special_file_kind,
+)
 from imgrec.datasets import cache
 from imgrec.datasets.base import (
     DEFAULT_IMAGE_SIZE,
@@ -77,15 +88,17 @@ def read_folder(
     folder: Path, *, image_size: tuple[int, int] | None, channels: int | None, progress: bool
 ) -> RawData:
     """Read a folder of labelled images (see the module's docstring)."""
-    paths = [p for p in find_images(folder) if "__MACOSX" not in p.parts]
+    scan = scan_images(folder)
+    paths = [p for p in scan.images if "__MACOSX" not in p.parts]
+    unread = [SkippedFile(str(p), why) for p, why in scan.rejected if "__MACOSX" not in p.parts]
     refs = [p.relative_to(folder).as_posix() for p in paths]
     key = make_key("folder", [file_entry(p, ref) for p, ref in zip(paths, refs, strict=True)])
 
-    def open_ref(ref: str) -> Path:
-        return folder / ref
+    def open_ref(ref: str) -> bytes:
+        return read_image_file(folder / ref)
 
     return _read(
-        folder, refs, [], key, open_ref, size=image_size, channels=channels, progress=progress
+        folder, refs, unread, key, open_ref, size=image_size, channels=channels, progress=progress
     )
 
 
@@ -147,6 +160,9 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
         return "unsafe name in the archive (absolute, or leaving its folder with '..'); not read"
     if stat.S_ISLNK(info.external_attr >> 16):
         return "a link in the archive; not read"
+    kind = special_file_kind(info.external_attr >> 16)
+    if kind is not None:
+        return f"{kind} in the archive, not a file; not read"
     if info.flag_bits & 0x1:
         return "encrypted in the archive; not read"
     if info.file_size > MAX_MEMBER_BYTES:
@@ -166,7 +182,7 @@ def _read(
     refs: Sequence[str],
     unread: list[SkippedFile],
     key: str,
-    open_ref: Callable[[str], Path | bytes],
+    open_ref: Callable[[str], bytes],
     *,
     size: tuple[int, int] | None,
     channels: int | None,
@@ -217,7 +233,7 @@ def _class_names(source: Path, refs: Sequence[str], images: list[_Image]) -> tup
 
 
 def _reader(
-    open_ref: Callable[[str], Path | bytes],
+    open_ref: Callable[[str], bytes],
     name_of: Callable[[str], str],
     size: tuple[int, int],
     channels: int,
