@@ -218,12 +218,12 @@ def scan_images(folder: str | os.PathLike) -> ImageScan:
         raise ImageError(f"{folder}: not a folder")
     images, rejected = [], []
     for path in sorted(folder.rglob("*")):
-        if not is_image_file(path) or _hidden(path.relative_to(folder)) or path.is_dir():
+        if not is_image_file(path) or _hidden(path.relative_to(folder)):
             continue
         reason = _problem(path)
         if reason is None:
             images.append(path)
-        else:
+        elif not path.is_dir():  # a folder named like an image: rglob lists what is inside
             rejected.append((path, reason))
     return ImageScan(images, rejected)
 
