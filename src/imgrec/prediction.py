@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from imgrec.core.errors import ImgrecError
-from imgrec.core.images import find_images, image_from_array, load_image
+from imgrec.core.images import image_from_array, load_image, read_image_file, scan_images
 from imgrec.datasets.cache import workers as decoding_threads
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import Runtime, as_runtime
@@ -45,7 +45,9 @@ def expand_inputs(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageInput]
     expanded: list[ImageInput] = []
     for item in inputs:
         if not isinstance(item, np.ndarray) and Path(item).is_dir():
-            expanded.extend(find_images(item))
+            # Names of images that are no file to read (a FIFO...) stay: each gets its error.
+            found = scan_images(item)
+            expanded.extend(sorted([*found.images, *(path for path, _ in found.rejected)]))
         else:
             expanded.append(item)
     return expanded
@@ -226,7 +228,7 @@ def _reader(engine: Runtime) -> Callable[[tuple[ImageInput, str]], np.ndarray]:
         source, label = item
         if isinstance(source, np.ndarray):
             return resize(image_from_array(source, mode=mode, name=label))
-        return resize(load_image(source, mode=mode))
+        return resize(load_image(read_image_file(source), mode=mode, name=os.fsdecode(source)))
 
     return read
 

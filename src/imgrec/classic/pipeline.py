@@ -41,7 +41,7 @@ from imgrec.classic.spec import (
 )
 from imgrec.core.errors import ModelError, SpecError, UnsafeFileError
 from imgrec.core.storage import write_bytes_atomic
-from imgrec.datasets import Dataset, load_dataset
+from imgrec.datasets import Dataset, Split, load_dataset
 
 MODEL_SUFFIX = ".joblib"
 SIDECAR_SUFFIX = ".json"
@@ -237,9 +237,7 @@ def classic_train(
         DatasetError: the data set cannot be read or split as asked.
         ModelError: ``out`` does not end in ``.joblib``.
     """
-    out = Path(out)
-    if out.suffix != MODEL_SUFFIX:
-        raise ModelError(f"{out}: a traditional pipeline's file must end in {MODEL_SUFFIX}")
+    out = _model_file(out)
     spec = make_spec(features, select, classifier)
     val_split = 0.1 if val_split is None else val_split
     seed = seed or 0
@@ -254,6 +252,40 @@ def classic_train(
             seed=seed,
             progress=progress,
         )
+    model, length = _new_model(spec, dataset, seed=seed, jobs=jobs)
+    seconds = _fit(model, dataset.train, jobs=jobs, progress=progress)
+    val_accuracy = _accuracy(model, dataset.val, jobs=jobs, progress=progress)
+    seconds["total"] = time.perf_counter() - start
+    model.training = _training_record(
+        dataset, val_split, seed, limit_per_class, val_accuracy, seconds
+    )
+    save_classic(model, out)
+    return _summary(model, out, length, dataset)
+
+
+def _summary(model: ClassicModel, out: Path, length: int, dataset: Dataset) -> dict[str, Any]:
+    """What ``classic_train`` returns about the model it saved to ``out``."""
+    return {
+        "model": str(out),
+        "sidecar": str(sidecar_path(out)),
+        "spec": str(model.spec),
+        "features": length,
+        "train_images": len(dataset.train),
+        "val_accuracy": model.training["val_accuracy"],
+        "seconds": model.training["seconds"],
+        "dataset": dataset.summary(),
+        "skipped": [vars(s) for s in dataset.skipped],
+    }
+
+
+def _new_model(
+    spec: PipelineSpec, dataset: Dataset, *, seed: int, jobs: int | None
+) -> tuple[ClassicModel, int]:
+    """The unfitted model for ``dataset``'s images, and its feature vectors' length.
+
+    Raises:
+        SpecError: a selection larger than the features, or than PCA can keep.
+    """
     shape = tuple(int(n) for n in dataset.train.images.shape[1:])
     spec = PipelineSpec(
         resolve_features(spec.features, shape),
@@ -262,28 +294,60 @@ def classic_train(
     )
     length = feature_length(spec.features, shape)
     _check_selection(spec.select, length, len(dataset.train))
-
     model = ClassicModel(
         estimator=build_estimator(spec, seed=seed, jobs=jobs),
         spec=spec,
         class_names=tuple(dataset.class_names),
         input_shape=shape,
     )
+    return model, length
+
+
+def _model_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; ModelError unless it ends in ``.joblib``."""
+    path = Path(path)
+    if path.suffix != MODEL_SUFFIX:
+        raise ModelError(f"{path}: a traditional pipeline's file must end in {MODEL_SUFFIX}")
+    return path
+
+
+def _fit(
+    model: ClassicModel, train: Split, *, jobs: int | None, progress: bool
+) -> dict[str, float]:
+    """Extract the training images' features and fit; the seconds each took."""
     extracting = time.perf_counter()
-    train_features = model.features(dataset.train.images, jobs=jobs, progress=progress)
+    train_features = model.features(train.images, jobs=jobs, progress=progress)
     fitting = time.perf_counter()
     with warnings.catch_warnings():
         # Features constant over the training images (HOG cells of an always-black
         # border) have no F-value: SelectKBest warns, then ranks them last, as it should.
         warnings.filterwarnings("ignore", r"Features [\s\S]* are constant", UserWarning)
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
-        model.estimator.fit(train_features, dataset.train.labels)
+        model.estimator.fit(train_features, train.labels)
     fitted = time.perf_counter()
-    val_accuracy = None
-    if dataset.val is not None and len(dataset.val):
-        predicted = model.predict(dataset.val.images, jobs=jobs, progress=progress)
-        val_accuracy = float((predicted == dataset.val.labels).mean())
-    model.training = {
+    return {"features": fitting - extracting, "fit": fitted - fitting}
+
+
+def _accuracy(
+    model: ClassicModel, split: Split | None, *, jobs: int | None, progress: bool
+) -> float | None:
+    """The model's accuracy on ``split``; None without one (or an empty one)."""
+    if split is None or not len(split):
+        return None
+    predicted = model.predict(split.images, jobs=jobs, progress=progress)
+    return float((predicted == split.labels).mean())
+
+
+def _training_record(
+    dataset: Dataset,
+    val_split: float,
+    seed: int,
+    limit_per_class: int | None,
+    val_accuracy: float | None,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """What the digest file records about how a model was trained."""
+    return {
         "dataset": {
             "name": dataset.name,
             "source": dataset.source,
@@ -295,23 +359,7 @@ def classic_train(
         "train_images": len(dataset.train),
         "val_accuracy": val_accuracy,
         "skipped": [vars(s) for s in dataset.skipped],
-        "seconds": {
-            "features": fitting - extracting,
-            "fit": fitted - fitting,
-            "total": time.perf_counter() - start,
-        },
-    }
-    save_classic(model, out)
-    return {
-        "model": str(out),
-        "sidecar": str(sidecar_path(out)),
-        "spec": str(spec),
-        "features": length,
-        "train_images": len(dataset.train),
-        "val_accuracy": val_accuracy,
-        "seconds": model.training["seconds"],
-        "dataset": dataset.summary(),
-        "skipped": [vars(s) for s in dataset.skipped],
+        "seconds": seconds,
     }
 
 
@@ -338,9 +386,7 @@ def save_classic(model: ClassicModel, path: str | os.PathLike) -> Path:
     import joblib
     import sklearn
 
-    path = Path(path)
-    if path.suffix != MODEL_SUFFIX:
-        raise ModelError(f"{path}: a traditional pipeline's file must end in {MODEL_SUFFIX}")
+    path = _model_file(path)
     buffer = io.BytesIO()
     joblib.dump(model.estimator, buffer)
     data = buffer.getvalue()
@@ -377,9 +423,7 @@ def load_classic(path: str | os.PathLike) -> ClassicModel:
         UnsafeFileError: the digest file is missing or unreadable, or the digest
             differs: nothing from the model file is run.
     """
-    path = Path(path)
-    if path.suffix != MODEL_SUFFIX:
-        raise ModelError(f"{path}: a traditional pipeline's file must end in {MODEL_SUFFIX}")
+    path = _model_file(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     sidecar = sidecar_path(path)

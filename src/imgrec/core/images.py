@@ -22,10 +22,12 @@ changing them here would race with other threads decoding at the same time.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -47,6 +49,23 @@ _EXTENSIONS = frozenset(
 )
 
 _OUTPUT_MODES = ("RGB", "L")
+
+# How image files are opened for reading: never blocking (a FIFO put in a file's place
+# would wait for a writer), never becoming the controlling terminal, not inherited.
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 def load_image(
@@ -153,17 +172,141 @@ def is_image_file(path: str | os.PathLike) -> bool:
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Every image file under ``folder`` (recursively), sorted, hidden files skipped.
 
+    Only files that can be read are listed: ``scan_images`` also says which entries
+    named like images are not (broken links, FIFOs, sockets, devices...) and why.
+
+    Raises:
+        ImageError: ``folder`` is not a folder.
+    """
+    return scan_images(folder).images
+
+
+class ImageScan(NamedTuple):
+    """What ``scan_images`` found in a folder.
+
+    Attributes:
+        images: the image files, sorted: regular files, or links to regular files
+            (wherever those are), that this process may read.
+        rejected: the entries that have an image's name but are no file to read, each
+            with why, sorted: a broken symbolic link or a loop of links, a FIFO, a
+            socket, a device, a file it may not read. None of them was opened.
+    """
+
+    images: list[Path]
+    rejected: list[tuple[Path, str]]
+
+
+def scan_images(folder: str | os.PathLike) -> ImageScan:
+    """The image files under ``folder`` (recursively), and the image names that are not.
+
+    A name counts as an image's by ``is_image_file``; hidden files and folders are
+    skipped, as are folders named like images (their content is scanned). Entries are
+    examined with ``stat``, never opened: a FIFO named ``photo.jpg`` cannot block the
+    scan. Links to folders are not followed.
+
+    Args:
+        folder: the folder to scan.
+
+    Returns:
+        An :class:`ImageScan`.
+
     Raises:
         ImageError: ``folder`` is not a folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a folder")
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and is_image_file(p) and not _hidden(p.relative_to(folder))
-    )
+    images, rejected = [], []
+    for path in sorted(folder.rglob("*")):
+        if not is_image_file(path) or _hidden(path.relative_to(folder)):
+            continue
+        reason = _problem(path)
+        if reason is None:
+            images.append(path)
+        elif not path.is_dir():  # a folder named like an image: rglob lists what is inside
+            rejected.append((path, reason))
+    return ImageScan(images, rejected)
+
+
+def read_image_file(path: str | os.PathLike, *, name: str | None = None) -> bytes:
+    """The bytes of an image file, refusing anything but a regular file, without blocking.
+
+    What ``path`` is gets checked before it is opened (a FIFO, a socket or a device is
+    never opened), and again on the opened file, which is opened non-blocking: a file
+    replaced by a FIFO in between cannot hang the reader.
+
+    Args:
+        path: the file; links are followed.
+        name: how error messages name it (default: the path).
+
+    Raises:
+        ImageError: no such file, a broken link or a loop of links, not a regular
+            file, or not readable; the message starts with the name.
+    """
+    label = name or os.fsdecode(path)
+    reason = _problem(path)
+    if reason is not None:
+        raise ImageError(f"{label}: {reason}")
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as err:
+        raise ImageError(f"{label}: {_os_failure(path, err)}") from err
+    with os.fdopen(fd, "rb") as file:
+        reason = _not_a_file(os.fstat(fd).st_mode)  # replaced since it was examined?
+        if reason is not None:
+            raise ImageError(f"{label}: {reason}")
+        try:
+            return file.read()
+        except OSError as err:
+            raise ImageError(f"{label}: cannot read it ({err.strerror or err})") from err
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a ``st_mode`` says a file is, when it is no regular file, folder or link.
+
+    Returns:
+        ``"a FIFO (named pipe)"``, ``"a socket"``, ``"a character device"``, ``"a block
+        device"``, ``"a special file"`` for other kinds, or None.
+    """
+    kind = stat.S_IFMT(mode)
+    if kind in (0, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
+        return None
+    return _KINDS.get(kind, "a special file")
+
+
+def _problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is no file to read, judged by ``stat`` without opening it; None if none."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return _os_failure(path, err)
+    return _not_a_file(mode) or _unreadable(path)
+
+
+def _not_a_file(mode: int) -> str | None:
+    """Why a file of ``mode`` is not read: not a regular file. None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a folder" if stat.S_ISDIR(mode) else special_file_kind(mode) or "a special file"
+    return f"{kind}, not a regular file; not opened"
+
+
+def _unreadable(path: str | os.PathLike) -> str | None:
+    """Why this process may not read the file at ``path`` (its permissions), or None."""
+    if os.access(path, os.R_OK):
+        return None
+    return f"cannot read it ({os.strerror(errno.EACCES)})"
+
+
+def _os_failure(path: str | os.PathLike, err: OSError) -> str:
+    """Why ``path`` could not be examined or opened, in ``load_image``'s words."""
+    if err.errno == errno.ELOOP:
+        return "a loop of symbolic links; not read"
+    if isinstance(err, FileNotFoundError):
+        if os.path.islink(path):
+            return "a broken symbolic link: what it points to does not exist; not read"
+        return f"no such file ({err.strerror or err})"
+    return f"cannot read it ({err.strerror or err})"
 
 
 def _hidden(relative: Path) -> bool:

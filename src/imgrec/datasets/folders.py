@@ -15,11 +15,16 @@ Kaggle's ``train/cat.0.jpg`` zip both read as they are.
 Every image is decoded with :func:`imgrec.core.images.load_image` (format sniffed from the
 content, size checked before decoding, EXIF orientation applied), converted to RGB or
 grey and resized once into the decode cache (:mod:`imgrec.datasets.cache`). A file
-that cannot be decoded is skipped with its reason; the load goes on.
+that cannot be decoded is skipped with its reason; the load goes on. So is a name of an
+image that is no file to read: a broken symbolic link or a loop of links, a FIFO, a
+socket, a device, a file without read permission (:func:`imgrec.core.images.scan_images`);
+these are never opened, and a file is read only after checking, on the opened file,
+that it still is a regular one (:func:`imgrec.core.images.read_image_file`).
 
 Zip members are read straight from the archive, never extracted: a member whose
 declared size exceeds :data:`MAX_MEMBER_BYTES` (a zip bomb, or no image), whose name
-tries to leave the folder (absolute, ``..``) or that is a link is skipped unread.
+tries to leave the folder (absolute, ``..``), that is a link, or that the archive marks
+as a FIFO, a socket or a device is skipped unread.
 """
 
 from __future__ import annotations
@@ -35,7 +40,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from imgrec.core.errors import DatasetError, ImageError
-from imgrec.core.images import find_images, is_image_file, load_image
+from imgrec.core.images import (
+    is_image_file,
+    load_image,
+    read_image_file,
+    scan_images,
+    special_file_kind,
+)
 from imgrec.datasets import cache
 from imgrec.datasets.base import (
     DEFAULT_IMAGE_SIZE,
@@ -77,15 +88,17 @@ def read_folder(
     folder: Path, *, image_size: tuple[int, int] | None, channels: int | None, progress: bool
 ) -> RawData:
     """Read a folder of labelled images (see the module's docstring)."""
-    paths = [p for p in find_images(folder) if "__MACOSX" not in p.parts]
+    scan = scan_images(folder)
+    paths = [p for p in scan.images if "__MACOSX" not in p.parts]
+    unread = [SkippedFile(str(p), why) for p, why in scan.rejected if "__MACOSX" not in p.parts]
     refs = [p.relative_to(folder).as_posix() for p in paths]
     key = make_key("folder", [file_entry(p, ref) for p, ref in zip(paths, refs, strict=True)])
 
-    def open_ref(ref: str) -> Path:
-        return folder / ref
+    def open_ref(ref: str) -> bytes:
+        return read_image_file(folder / ref)
 
     return _read(
-        folder, refs, [], key, open_ref, size=image_size, channels=channels, progress=progress
+        folder, refs, unread, key, open_ref, size=image_size, channels=channels, progress=progress
     )
 
 
@@ -147,6 +160,9 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
         return "unsafe name in the archive (absolute, or leaving its folder with '..'); not read"
     if stat.S_ISLNK(info.external_attr >> 16):
         return "a link in the archive; not read"
+    kind = special_file_kind(info.external_attr >> 16)
+    if kind is not None:
+        return f"{kind} in the archive, not a file; not read"
     if info.flag_bits & 0x1:
         return "encrypted in the archive; not read"
     if info.file_size > MAX_MEMBER_BYTES:
@@ -166,7 +182,7 @@ def _read(
     refs: Sequence[str],
     unread: list[SkippedFile],
     key: str,
-    open_ref: Callable[[str], Path | bytes],
+    open_ref: Callable[[str], bytes],
     *,
     size: tuple[int, int] | None,
     channels: int | None,
@@ -178,6 +194,29 @@ def _read(
     images, unlabelled = _plan(refs)
     name_of = _namer(source)
     skipped = [*unread, *(SkippedFile(name_of(ref), reason) for ref, reason in unlabelled)]
+    class_names = _class_names(source, refs, images)
+    entry_key = make_key("decoded", key, size, channels)
+    entry = cache.load(entry_key)
+    if entry is None:
+        read = _reader(open_ref, name_of, size, channels)
+
+        def fill(out: np.ndarray) -> tuple[int, dict]:
+            return _decode(out, source, images, class_names, read, name_of, progress)
+
+        entry = cache.store(entry_key, (len(images), *size, channels), fill)
+    skipped += [SkippedFile(name_of(ref), reason) for ref, reason in entry.meta["broken"]]
+    return RawData(
+        name=source.stem if source.is_file() else source.resolve().name,
+        source=str(source),
+        class_names=class_names,
+        parts=_parts(source, entry),
+        key=key,
+        skipped=skipped,
+    )
+
+
+def _class_names(source: Path, refs: Sequence[str], images: list[_Image]) -> tuple[str, ...]:
+    """The classes of ``images``, sorted; DatasetError unless there are at least two."""
     if not images:
         found = f"{len(refs):,} image files, none usable" if refs else "no image files"
         raise DatasetError(
@@ -190,61 +229,81 @@ def _read(
             f"{source}: found one class only ({class_names[0]!r}); a classifier needs "
             "at least two: one subfolder per class, or file names like cat.123.jpg"
         )
+    return class_names
+
+
+def _reader(
+    open_ref: Callable[[str], bytes],
+    name_of: Callable[[str], str],
+    size: tuple[int, int],
+    channels: int,
+) -> Callable[[_Image], np.ndarray]:
+    """Reads one image as the cache holds it: decoded, converted and resized."""
+    mode = "L" if channels == 1 else "RGB"
+
+    def read(image: _Image) -> np.ndarray:
+        data = open_ref(image.ref)
+        return resize(load_image(data, mode=mode, name=name_of(image.ref)), size)
+
+    return read
+
+
+def _decode(
+    out: np.ndarray,
+    source: Path,
+    images: list[_Image],
+    class_names: tuple[str, ...],
+    read: Callable[[_Image], np.ndarray],
+    name_of: Callable[[str], str],
+    progress: bool,
+) -> tuple[int, dict]:
+    """Decode ``images`` into ``out``: how many were kept, and the cache entry's meta.
+
+    Raises:
+        DatasetError: none of the images could be read.
+    """
+    results = cache.decode(
+        images, read, out, progress=progress, description=f"Decoding {source.name}"
+    )
+    kept = [image for image, r in zip(images, results, strict=True) if isinstance(r, int)]
+    broken = [
+        [image.ref, _reason(r, name_of(image.ref))]
+        for image, r in zip(images, results, strict=True)
+        if isinstance(r, str)
+    ]
+    if not kept:
+        raise DatasetError(
+            f"{source}: none of the {len(images):,} images could be read; for "
+            f"example {name_of(broken[0][0])}: {broken[0][1]}"
+        )
     index = {name: i for i, name in enumerate(class_names)}
-    entry_key = make_key("decoded", key, size, channels)
-    entry = cache.load(entry_key)
-    if entry is None:
-        mode = "L" if channels == 1 else "RGB"
+    meta = {
+        "class_names": list(class_names),
+        "labels": [index[image.class_name] for image in kept],
+        "splits": [image.split for image in kept],
+        "broken": broken,
+    }
+    return len(kept), meta
 
-        def read(image: _Image) -> np.ndarray:
-            data = open_ref(image.ref)
-            return resize(load_image(data, mode=mode, name=name_of(image.ref)), size)
 
-        def fill(out: np.ndarray) -> tuple[int, dict]:
-            results = cache.decode(
-                images, read, out, progress=progress, description=f"Decoding {source.name}"
-            )
-            kept = [image for image, r in zip(images, results, strict=True) if isinstance(r, int)]
-            broken = [
-                [image.ref, _reason(r, name_of(image.ref))]
-                for image, r in zip(images, results, strict=True)
-                if isinstance(r, str)
-            ]
-            if not kept:
-                raise DatasetError(
-                    f"{source}: none of the {len(images):,} images could be read; for "
-                    f"example {name_of(broken[0][0])}: {broken[0][1]}"
-                )
-            meta = {
-                "class_names": list(class_names),
-                "labels": [index[image.class_name] for image in kept],
-                "splits": [image.split for image in kept],
-                "broken": broken,
-            }
-            return len(kept), meta
+def _parts(source: Path, entry: cache.Cached) -> dict[str, Split]:
+    """The cache entry's images, split (the cache holds the splits one after the other).
 
-        entry = cache.store(entry_key, (len(images), *size, channels), fill)
-    meta = entry.meta
-    skipped += [SkippedFile(name_of(ref), reason) for ref, reason in meta["broken"]]
-    labels = np.asarray(meta["labels"], dtype=np.int64)
-    splits = np.asarray(meta["splits"])
+    Raises:
+        DatasetError: no training images.
+    """
+    labels = np.asarray(entry.meta["labels"], dtype=np.int64)
+    splits = np.asarray(entry.meta["splits"])
     parts = {}
     start = 0
-    for split in _SPLIT_ORDER:  # the cache holds the splits one after the other
+    for split in _SPLIT_ORDER:
         stop = start + int(np.count_nonzero(splits == split))
         if stop > start:
             parts[split] = Split(entry.images[start:stop], labels[start:stop])
         start = stop
     if "train" not in parts:
         raise DatasetError(f"{source}: no readable training images (a train/ folder)")
-    return RawData(
-        name=source.stem if source.is_file() else source.resolve().name,
-        source=str(source),
-        class_names=class_names,
-        parts=parts,
-        key=key,
-        skipped=skipped,
-    )
+    return parts
 
 
 def _namer(source: Path) -> Callable[[str], str]:
@@ -299,7 +358,5 @@ def _plan(refs: Sequence[str]) -> tuple[list[_Image], list[tuple[str, str]]]:
             if match:
                 images.append(_Image(ref, split, match["label"]))
             else:
-                unlabelled.append(
-                    (ref, "no class: not in a class folder, nor named like cat.1.jpg")
-                )
+                unlabelled.append((ref, _NO_CLASS))
     return images, unlabelled

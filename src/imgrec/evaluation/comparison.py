@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from imgrec.classic.pipeline import classic_train, load_classic
-from imgrec.classic.spec import parse_spec
+from imgrec.classic.spec import PipelineSpec, parse_spec
 from imgrec.core.errors import DatasetError
 from imgrec.core.plots import plot_bars
 from imgrec.core.storage import write_bytes_atomic
-from imgrec.datasets import Dataset, Split, load_dataset
+from imgrec.datasets import Dataset, Split, evaluation_split, load_dataset
 from imgrec.evaluation.report import classification_metrics, predict_probabilities
 
 WARM_UP_IMAGES = 32
@@ -85,83 +85,90 @@ def compare(
         DatasetError: the data set cannot be read, or has no held-out images.
         ModelError: an unknown ``cnn``.
     """
-    from imgrec.models.loading import load_model
     from imgrec.training.fit import train
 
     spec = parse_spec(classic)
     out = Path(out)
-    val_split = 0.1 if val_split is None else val_split
-    seed = seed or 0
+    split = {
+        "val_split": 0.1 if val_split is None else val_split,
+        "limit_per_class": limit_per_class,
+        "seed": seed or 0,
+    }
     if not isinstance(dataset, Dataset):
+        size = _cnn_input_size(cnn)
         dataset = load_dataset(
-            dataset,
-            image_size=image_size,
-            default_image_size=_cnn_input_size(cnn),
-            val_split=val_split,
-            limit_per_class=limit_per_class,
-            seed=seed,
-            progress=verbose > 0,
+            dataset, image_size=image_size, default_image_size=size, progress=verbose > 0, **split
         )
     split_name, held_out = _held_out(dataset)
-
+    recipe = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size}
     start = time.perf_counter()
-    trained = train(
-        dataset,
-        cnn,
-        out=out / "cnn.keras",
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=image_size,
-        val_split=val_split,
-        limit_per_class=limit_per_class,
-        seed=seed,
-        verbose=verbose,
-    )
+    trained = train(dataset, cnn, out=out / "cnn.keras", verbose=verbose, **recipe, **split)
     cnn_seconds = time.perf_counter() - start
     start = time.perf_counter()
+    _train_classic(dataset, spec, out / "classic.joblib", jobs=jobs, verbose=verbose, **split)
+    classic_seconds = time.perf_counter() - start
+    models = [
+        (cnn, "cnn", trained["model"], cnn_seconds),
+        (classic, "classic", str(out / "classic.joblib"), classic_seconds),
+    ]
+    result = {"dataset": dataset.summary(), "split": split_name, "images": len(held_out)}
+    result["rows"] = _measure_all(models, held_out, dataset.class_names, jobs=jobs)
+    return result | _write(out, result)
+
+
+def _train_classic(
+    dataset: Dataset,
+    spec: PipelineSpec,
+    out: Path,
+    *,
+    val_split: float,
+    limit_per_class: int | None,
+    seed: int,
+    jobs: int | None,
+    verbose: int,
+) -> None:
+    """Train the pipeline ``spec`` on ``dataset`` with ``classic_train``; save it to ``out``."""
     classic_train(
         dataset,
         features=",".join(str(part) for part in spec.features),
         select=str(spec.select),
         classifier=str(spec.classifier),
-        out=out / "classic.joblib",
+        out=out,
         val_split=val_split,
         limit_per_class=limit_per_class,
         seed=seed,
         jobs=jobs,
         progress=verbose > 0,
     )
-    classic_seconds = time.perf_counter() - start
 
-    network = load_model(trained["model"])
-    pipeline = load_classic(out / "classic.joblib")
-    rows = [
-        _measure(
-            cnn,
-            "cnn",
-            lambda images: predict_probabilities(network, images, INFERENCE_BATCH),
-            held_out,
-            dataset.class_names,
-            cnn_seconds,
-            trained["model"],
-        ),
-        _measure(
-            classic,
-            "classic",
-            lambda images: pipeline.predict_proba(images, jobs=jobs),
-            held_out,
-            dataset.class_names,
-            classic_seconds,
-            str(out / "classic.joblib"),
-        ),
-    ]
-    result = {
-        "dataset": dataset.summary(),
-        "split": split_name,
-        "images": len(held_out),
-        "rows": rows,
-    }
-    return result | _write(out, result)
+
+def _measure_all(
+    models: list[tuple[str, str, str, float]],
+    held_out: Split,
+    class_names: tuple[str, ...],
+    *,
+    jobs: int | None,
+) -> list[dict[str, Any]]:
+    """Load each trained model and measure it on ``held_out``: one row each.
+
+    ``models`` holds (name, kind, file, training seconds), kind ``"cnn"`` or ``"classic"``.
+    """
+    rows = []
+    for name, kind, file, train_seconds in models:
+        scores = _scorer(kind, file, jobs)
+        rows.append(_measure(name, kind, scores, held_out, class_names, train_seconds, file))
+    return rows
+
+
+def _scorer(kind: str, file: str, jobs: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Class scores for uint8 images from the model in ``file`` (a CNN, or a pipeline)."""
+    if kind == "classic":
+        pipeline = load_classic(file)
+        return lambda images: pipeline.predict_proba(images, jobs=jobs)
+    from imgrec.models.loading import load_model
+
+    network = load_model(file)
+    return lambda images: predict_probabilities(network, images, INFERENCE_BATCH)
 
 
 def _cnn_input_size(cnn: str) -> tuple[int, int]:
@@ -177,13 +184,13 @@ def _cnn_input_size(cnn: str) -> tuple[int, int]:
 
 
 def _held_out(dataset: Dataset) -> tuple[str, Split]:
-    for name in ("test", "val"):
-        split = getattr(dataset, name)
-        if split is not None and len(split):
-            return name, split
-    raise DatasetError(
-        f"{dataset.name}: no test or validation images to compare on; give a --val-split"
-    )
+    """The split both models are tested on: the test split, else the validation split."""
+    try:
+        return evaluation_split(dataset)
+    except DatasetError as err:
+        raise DatasetError(
+            f"{dataset.name}: no test or validation images to compare on; give a --val-split"
+        ) from err
 
 
 def _measure(
