@@ -152,7 +152,7 @@ def create_app(
         upload_limit=upload_limit,
         fetch_timeout=fetch_timeout,
         max_pixels=max_pixels,
-        fetches=Slots(max_fetches, "image URLs being fetched"),
+        fetches=Slots(max_fetches, "image URLs to fetch"),
         decoding=DecodeBudget(decode_memory, _DECODE_SLOTS, _DECODE_WAIT),
     )
     app.add_middleware(BodyReadTimeout, seconds=body_timeout)

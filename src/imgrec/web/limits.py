@@ -105,14 +105,19 @@ class BodyReadTimeout:
                 with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
                     message = await receive()
             except TimeoutError:
-                raise HTTPException(
-                    408, f"the request's body took longer than {self.seconds:g} s to arrive"
-                ) from None
+                raise self._too_slow() from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 complete = True
+            elif anyio.current_time() > deadline:  # a receive that never yielded
+                raise self._too_slow()
             return message
 
         await self.app(scope, timed_receive, send)
+
+    def _too_slow(self) -> HTTPException:
+        return HTTPException(
+            408, f"the request's body took longer than {self.seconds:g} s to arrive"
+        )
 
 
 class ServerBusyError(ImgrecError):
@@ -147,7 +152,7 @@ class Slots:
         """
         if not self._free.acquire(blocking=False):
             raise ServerBusyError(
-                f"the server is busy: {self.count} {self.what} already; try again shortly"
+                f"the server is busy: it takes {self.count} {self.what} at once; try again shortly"
             )
         try:
             yield
