@@ -246,7 +246,8 @@ class DecodeBudget:
 
 
 def _mib(size: int) -> str:
-    return f"{size / 2**20:,.0f} MiB"
+    mib = size / 2**20
+    return f"{mib:.1f} MiB" if mib < 10 else f"{mib:,.0f} MiB"
 
 
 def release_memory() -> None:
