@@ -22,6 +22,7 @@ from imgrec.web import limits
 from imgrec.web.app import create_app
 from imgrec.web.inputs import decode_side, model_view
 from imgrec.web.limits import DecodeBudget, DecodeTooLargeError, ServerBusyError, Slots
+from imgrec.web.server import uvicorn_config
 
 
 @pytest.fixture(scope="module")
@@ -230,33 +231,91 @@ def test_a_long_strip_keeps_only_what_the_crop_can_reach():
 # ---- a body that trickles -------------------------------------------------------------------
 
 
-def test_a_trickled_body_gets_a_408():
+@contextlib.contextmanager
+def _uvicorn(app, **settings):
+    """``app`` served by uvicorn on a loopback port, as ``imgrec serve`` configures it."""
     import uvicorn
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(body_timeout=1.0), host="127.0.0.1", port=0, log_level="warning")
-    )
+    config = uvicorn_config(app, host="127.0.0.1", port=0, log_level="warning", **settings)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 60
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
-            )
-            start = time.monotonic()
-            answer = _trickle_until_answered(sock, seconds=8)
-            elapsed = time.monotonic() - start
-        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-        assert answer.endswith(b'{"error":"the request\'s body took longer than 1 s to arrive"}')
-        assert elapsed < 1.0 + 2
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_a_trickled_body_gets_a_408():
+    with (
+        _uvicorn(create_app(body_timeout=1.0)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(
+            b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+        )
+        start = time.monotonic()
+        answer = _trickle_until_answered(sock, seconds=8)
+        elapsed = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert answer.endswith(b'{"error":"the request\'s body took longer than 1 s to arrive"}')
+    assert elapsed < 1.0 + 2
+
+
+def test_trickled_headers_get_the_connection_closed():
+    slow = b"GET /api/samples HTTP/1.1\r\nX-Slow: " + b"a" * 200
+    quick = b"GET /api/samples HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _uvicorn(create_app(), header_timeout=1.0) as port:
+        for answered_before in [0, 1]:  # a fresh connection, then a kept-alive one
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                for _ in range(answered_before):
+                    sock.sendall(quick)
+                    assert _read_answer(sock).startswith(b"HTTP/1.1 200 ")
+                start = time.monotonic()
+                assert _trickle_until_closed(sock, slow)
+                assert time.monotonic() - start < 1.0 + 2
+        # Headers in time are answered, again and again on one connection.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(3):
+                sock.sendall(quick)
+                answer = _read_answer(sock)
+                assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+                time.sleep(0.5)
+
+
+def _trickle_until_closed(sock: socket.socket, data: bytes) -> bool:
+    """Send ``data`` a byte every 0.1 s; whether the server closed the connection first."""
+    sock.settimeout(0.1)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            if sock.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    answer = b""
+    while True:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = [line for line in lines if line.startswith(b"content-length:")]
+        if length and len(body) >= int(length[0].split(b":")[1]):
+            return answer
+        received = sock.recv(65536)
+        if not received:
+            return answer
+        answer += received
 
 
 def _trickle_until_answered(sock: socket.socket, seconds: float) -> bytes:

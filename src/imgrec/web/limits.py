@@ -75,9 +75,8 @@ class BodyReadTimeout:
     A client that trickles an upload holds a connection, a socket and a spooled file
     for as long as it likes otherwise. The clock starts when the application first
     asks for the body; past it the client gets a 408 with ``{"error": "..."}``.
-    (Headers are read by uvicorn before the application sees the request: a server
-    that listens on other machines' addresses belongs behind a reverse proxy that
-    limits them, see ``imgrec serve --help``.)
+    (Headers are read by uvicorn before the application sees the request:
+    ``imgrec.web.server`` gives them a deadline of their own.)
 
     Args:
         app: the application to protect.
