@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+TRICKLE_SECONDS = 8.0
+TRICKLE_INTERVAL = 0.1
+
 
 class ImageServer(ThreadingHTTPServer):
     """Serves ``files`` by path, plus a few routes that misbehave on purpose.
@@ -25,6 +28,10 @@ class ImageServer(ThreadingHTTPServer):
         /host              echoes the Host header it received
         /stream?size=N     N bytes without a Content-Length (the end is the close)
         /sized?size=N      N bytes with their Content-Length
+        /trickle/KIND      a response sent one byte every 0.1 s, for ``TRICKLE_SECONDS``
+                           at most: KIND is ``status`` (the status line), ``headers``
+                           (header lines), ``continue`` (endless ``100 Continue``
+                           answers) or ``chunks`` (endless one-byte chunks)
     """
 
     daemon_threads = True
@@ -68,6 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.headers["Host"].encode())
         elif parts.path == "/sized":
             self._send(200, b"\0" * int(query["size"]))
+        elif parts.path.startswith("/trickle/"):
+            self._trickle(parts.path.removeprefix("/trickle/"))
         elif parts.path == "/stream":
             self.protocol_version = "HTTP/1.0"
             self.send_response(200)
@@ -81,6 +90,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self, kind: str) -> None:
+        """Send a response whose every part arrives one byte at a time (see the class)."""
+        self.close_connection = True
+        head = b"HTTP/1.1 200 OK\r\n"
+        endless = {
+            "status": head + b"Content-Length: 4\r\n\r\nlate",
+            "headers": b"X-Slow: " + b"a" * 1000 + b"\r\n",
+            "continue": b"HTTP/1.1 100 Continue\r\n\r\n",
+            "chunks": b"1\r\nx\r\n",
+        }[kind]
+        if kind == "headers":
+            self.wfile.write(head)
+        elif kind == "chunks":
+            self.wfile.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+        stop = time.monotonic() + TRICKLE_SECONDS
+        while time.monotonic() < stop:
+            for byte in endless:
+                self.wfile.write(bytes([byte]))
+                time.sleep(TRICKLE_INTERVAL)
+                if time.monotonic() >= stop:
+                    return
 
     def _redirect(self, location: str) -> None:
         self.send_response(302)

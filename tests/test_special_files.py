@@ -31,7 +31,7 @@ from PIL import Image
 
 import imgrec.core.images
 from imgrec.core.errors import DatasetError, ImageError
-from imgrec.core.images import find_images, read_image_file, scan_images
+from imgrec.core.images import find_images, load_image, read_image_file, scan_images
 from imgrec.datasets import load_dataset
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -190,6 +190,26 @@ def test_a_file_replaced_by_a_fifo_after_the_check_is_not_read(tmp_path, make_fi
     with pytest.raises(ImageError, match=rf"^{photo}: a FIFO \(named pipe\), not a regular file"):
         read_image_file(photo)
     assert time.monotonic() - start < GUARD_S / 2
+
+
+def test_load_image_refuses_each_special_entry_unopened(tmp_path, make_fifo, monkeypatch):
+    """``imgrec.load_image(path)`` itself never opens (and so never waits on) a FIFO."""
+    special_entries(tmp_path, make_fifo, monkeypatch)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(
+        imgrec.core.images.os, "open", lambda path, *a: opened.append(path) or real_open(path, *a)
+    )
+    for name, reason in REASONS.items():
+        with pytest.raises(ImageError) as info:
+            load_image(tmp_path / name)
+        assert str(info.value).startswith(f"{tmp_path / name}: {reason}")
+    assert opened == []
+    photo = write(tmp_path / "photo.jpg", image_bytes(RED))
+    assert load_image(photo).shape[-1] == 3
+    swap_into_fifo(photo, make_fifo, monkeypatch)
+    with pytest.raises(ImageError, match=rf"^{photo}: a FIFO \(named pipe\), not a regular file"):
+        load_image(photo)
 
 
 def swap_into_fifo(target: Path, make_fifo, monkeypatch) -> None:

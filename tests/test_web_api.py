@@ -476,6 +476,22 @@ def test_a_decompression_bomb_is_refused_before_decoding(client):
     _still_serving(client)
 
 
+def test_an_image_over_the_decoding_budget_is_refused(models_dir, chelsea_png):
+    # chelsea needs about 0.6 MiB to decode (Pillow's RGB, before it is shrunk for the
+    # 28 x 28 model); a server allowed 100 kB for decoding says so instead of growing.
+    frugal = TestClient(create_app(models_dir, decode_memory=100_000, runtime="keras"))
+    upload = {"file": ("kitty.png", chelsea_png, "image/png")}
+    response = _predict(frugal, model="tiny.keras", files=upload)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "kitty.png: decoding it would take about 0.6 MiB of memory, more than the "
+        "server's 0.1 MiB for decoding"
+    }
+    # The header's refusals still come first.
+    bomb = {"file": ("bomb.png", _decompression_bomb(), "image/png")}
+    assert _predict(frugal, model="tiny.keras", files=bomb).status_code == 422
+
+
 @pytest.mark.parametrize(
     ("url", "status", "message"),
     [

@@ -10,7 +10,7 @@ import socket
 import time
 
 import pytest
-from local_http import image_server
+from local_http import TRICKLE_INTERVAL, TRICKLE_SECONDS, image_server
 
 from imgrec.web.fetch import (
     AllowList,
@@ -59,10 +59,96 @@ def _forget_requests(server):
         ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
         ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
         ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        # IPv4-mapped: judged by the IPv4 address inside.
+        ("::ffff:8.8.8.8", True),
+        ("::ffff:7f00:1", False),
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("::ffff:0.0.0.0", False),
+        # IPv4-compatible (deprecated, ::/96): refused whatever it carries.
+        ("::127.0.0.1", False),
+        ("::7f00:1", False),
+        ("::10.0.0.1", False),
+        ("::169.254.169.254", False),
+        ("::8.8.8.8", False),
+        ("::", False),
+        # NAT64, the well-known prefix: judged by the IPv4 address inside.
+        ("64:ff9b::127.0.0.1", False),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::a9fe:a9fe", False),  # 169.254.169.254
+        ("64:ff9b::c0a8:101", False),  # 192.168.1.1
+        # NAT64 for local use (RFC 8215): not global.
+        ("64:ff9b:1::808:808", False),
+        ("64:ff9b:1::7f00:1", False),
+        # 6to4: the IPv4 address in bits 16 to 48.
+        ("2002:808:808::1", True),
+        ("2002:a00:1::1", False),  # 10.0.0.1
+        ("2002:a9fe:a9fe::", False),  # 169.254.169.254
+        ("2002:c0a8:101:1::1", False),  # 192.168.1.1
+        ("2002::1", False),  # 0.0.0.0
+        # Teredo: the server and the (obfuscated) client address.
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # client 192.0.2.45
+        ("2001:0:808:808:0:f7f7:80ff:fffe", False),  # client 127.0.0.1
+        ("2001:0:7f00:1::1", False),  # server 127.0.0.1
+        # ISATAP interface identifiers carrying a private IPv4 address.
+        ("2a00:1450:4001::5efe:a00:1", False),  # 10.0.0.1
+        ("2a00:1450:4001::200:5efe:7f00:1", False),  # 127.0.0.1
+        ("2a00:1450:4001::5efe:808:808", True),  # 8.8.8.8
+        # Zones, site-local, documentation, multicast, reserved.
+        ("fe80::1%eth0", False),
+        ("fe80::1%1", False),
+        ("2001:4860:4860::8888%eth0", False),
+        ("fec0::1", False),
+        ("2001:db8::1", False),
+        ("3fff::1", False),
+        ("ff0e::1", False),
+        ("ff02::1", False),
+        ("5f00::1", False),
+        ("100::1", False),
+        ("4000::1", False),
+        # IPv4 ranges that older Pythons call global.
+        ("192.0.0.9", False),
+        ("192.88.99.1", False),
+        ("198.18.0.1", False),
+        ("239.255.255.250", False),
+        ("240.0.0.1", False),
     ],
 )
 def test_public_addresses(address, public):
     assert is_public_address(address) is public
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # Odd IPv4 notations, as getaddrinfo reads them: all of them 127.0.0.1.
+        "2130706433",
+        "0177.0.0.1",
+        "0x7f.1",
+        "0x7f.0.0.1",
+        "0x7f000001",
+        "017700000001",
+        "127.1",
+        "127.0.1",
+        # IPv6 forms that carry it.
+        "[::127.0.0.1]",
+        "[::7f00:1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[0:0:0:0:0:ffff:7f00:1]",
+        "[64:ff9b::7f00:1]",
+        "[64:ff9b:1::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[::1]",
+        "[0::1]",
+        "[fe80::1%lo]",
+    ],
+)
+def test_every_notation_of_loopback_is_refused_before_connecting(server, host):
+    port = server.server_address[1]
+    with pytest.raises(ForbiddenHostError, match="not a public address"):
+        fetch_url(f"http://{host}:{port}/photo.png")
+    assert server.paths == []
 
 
 def test_allow_list_takes_names_addresses_and_networks():
@@ -151,6 +237,47 @@ def test_the_timeout_covers_the_whole_fetch(server):
     with pytest.raises(FetchError, match=r"no answer within 0\.5 s"):
         fetch_url(f"{server.base}/slow", allow_hosts=LOOPBACK, timeout=0.5)
     assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize("kind", ["status", "headers", "continue", "chunks"])
+def test_a_trickling_server_gets_one_deadline(server, kind):
+    # A byte every 0.1 s keeps each read well within any socket timeout: only a
+    # deadline for the whole fetch ends it, well before the server would stop.
+    assert TRICKLE_INTERVAL < 0.5 < TRICKLE_SECONDS - 2
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"no answer within 0\.5 s"):
+        fetch_url(f"{server.base}/trickle/{kind}", allow_hosts=LOOPBACK, timeout=0.5)
+    assert time.monotonic() - start < 0.5 + 1.5
+
+
+def test_a_slow_resolver_counts_against_the_deadline(monkeypatch):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host, *args, **kwargs):
+        if host == "slow.test":
+            time.sleep(3)
+            host = "127.0.0.1"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"no answer within 0\.5 s"):
+        fetch_url("http://slow.test/photo.png", allow_hosts=LOOPBACK, timeout=0.5)
+    assert time.monotonic() - start < 0.5 + 1.5
+
+
+def test_the_connection_goes_to_the_checked_socket_address(server, monkeypatch):
+    # Nothing resolves the name again: connect gets the very tuple that was checked.
+    connected = []
+    real_connect = socket.socket.connect
+
+    def recording_connect(sock, address):
+        connected.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording_connect)
+    assert fetch_url(f"{server.base}/photo.png", allow_hosts=LOOPBACK) == PHOTO
+    assert connected == [("127.0.0.1", server.server_address[1])]
 
 
 def test_error_statuses_fail(server):

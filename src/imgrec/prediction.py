@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from imgrec.core.errors import ImgrecError
-from imgrec.core.images import image_from_array, load_image, read_image_file, scan_images
+from imgrec.core.images import image_from_array, load_image, scan_images
 from imgrec.datasets.cache import workers as decoding_threads
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import Runtime, as_runtime
@@ -228,7 +228,8 @@ def _reader(engine: Runtime) -> Callable[[tuple[ImageInput, str]], np.ndarray]:
         source, label = item
         if isinstance(source, np.ndarray):
             return resize(image_from_array(source, mode=mode, name=label))
-        return resize(load_image(read_image_file(source), mode=mode, name=os.fsdecode(source)))
+        # load_image opens only regular files, non-blocking: a FIFO never hangs a worker.
+        return resize(load_image(source, mode=mode))
 
     return read
 

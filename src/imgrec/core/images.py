@@ -26,11 +26,13 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from imgrec.core.errors import ImageError
 
@@ -74,6 +76,7 @@ def load_image(
     mode: str = "RGB",
     max_pixels: int | None = None,
     name: str | None = None,
+    min_side: int | None = None,
 ) -> np.ndarray:
     """Read an image file or an upload's bytes into a uint8 array.
 
@@ -91,34 +94,92 @@ def load_image(
             ``Image.MAX_IMAGE_PIXELS``, still applies.
         name: How error messages name the input. Defaults to the path, or to
             ``"<bytes>"`` for bytes; pass the upload's filename.
+        min_side: The size the caller will resize the image to (the larger side of a
+            network's input, or its short-side target), to shrink while decoding: a
+            JPEG is decoded at 1/2, 1/4 or 1/8 of its size (Pillow's ``draft``), other
+            formats are reduced by a whole factor (``Image.reduce``, box averages),
+            as long as both sides stay at least twice ``min_side``, the margin Pillow's
+            ``thumbnail`` keeps before its final resampling. A 49-megapixel photo then
+            never exists at full size after decoding. ``None`` (the default) keeps
+            every pixel.
 
     Returns:
         A new uint8 array, H x W x 3 or H x W x 1, of the image's first frame turned
-        upright from its EXIF orientation.
+        upright from its EXIF orientation (smaller than the file when ``min_side``
+        shrank it).
 
     Raises:
-        ValueError: ``mode`` is not ``"RGB"`` or ``"L"``, or ``max_pixels`` is below 1.
+        ValueError: ``mode`` is not ``"RGB"`` or ``"L"``, or ``max_pixels`` or
+            ``min_side`` is below 1.
         ImageError: The file is missing or unreadable, empty, not an image in a
             supported format, truncated or corrupt, or larger than ``max_pixels``. The
             message starts with the input's name; the cause is chained.
     """
     if mode not in _OUTPUT_MODES:
         raise ValueError(f"mode must be one of {_OUTPUT_MODES}, got {mode!r}")
+    limit = _pixel_limit(max_pixels)
+    if min_side is not None and min_side < 1:
+        raise ValueError(f"min_side must be at least 1, got {min_side}")
+    with _opened(source, name) as (fp, label):
+        rgb = _decode_rgb(fp, label, limit, min_side)
+    return _to_array(rgb, mode)
+
+
+def decode_cost(
+    source: str | os.PathLike | bytes | bytearray,
+    *,
+    max_pixels: int | None = None,
+    name: str | None = None,
+    min_side: int | None = None,
+) -> int:
+    """About how many bytes ``load_image`` needs at its peak for ``source``, from its header.
+
+    Only the header is read: a server can admit work by memory before decoding it.
+    The estimate covers Pillow's decoded image (4 bytes a pixel for colour, as Pillow
+    stores it; 1 for grey and palette; 2 for 16-bit grey), the converted copies that
+    the mode needs and, without a reduction, the full-size copies of the result.
+
+    Args:
+        source, max_pixels, name, min_side: as for ``load_image``.
+
+    Returns:
+        The estimate in bytes.
+
+    Raises:
+        ValueError: ``max_pixels`` or ``min_side`` below 1.
+        ImageError: as ``load_image`` raises it for a missing, empty, unrecognised or
+            too large image (its pixels are not decoded, so corrupt data passes here).
+    """
+    limit = _pixel_limit(max_pixels)
+    if min_side is not None and min_side < 1:
+        raise ValueError(f"min_side must be at least 1, got {min_side}")
+    with _opened(source, name) as (fp, label), _header_checked(fp, label, limit) as im:
+        return _estimate(im, min_side)
+
+
+def _pixel_limit(max_pixels: int | None) -> int:
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if limit < 1:
         raise ValueError(f"max_pixels must be at least 1, got {limit}")
+    return limit
 
+
+@contextmanager
+def _opened(
+    source: str | os.PathLike | bytes | bytearray, name: str | None
+) -> Iterator[tuple[IO[bytes], str]]:
+    """The source as a binary file, and its name for messages."""
     if isinstance(source, bytes | bytearray):
-        rgb = _decode_rgb(io.BytesIO(source), name or "<bytes>", limit)
-    else:
-        label = name or os.fsdecode(source)
-        try:
-            with open(source, "rb") as fp:
-                rgb = _decode_rgb(fp, label, limit)
-        except OSError as e:  # only the file system's: decoding raises ImageError
-            reason = "no such file" if isinstance(e, FileNotFoundError) else "cannot read it"
-            raise ImageError(f"{label}: {reason} ({e.strerror or e})") from e
-    return _to_array(rgb, mode)
+        yield io.BytesIO(source), name or "<bytes>"
+        return
+    label = name or os.fsdecode(source)
+    fp = _open_checked(source, label)
+    try:
+        yield fp, label
+    except OSError as e:  # only the file system's: decoding raises ImageError
+        raise ImageError(f"{label}: cannot read it ({e.strerror or e})") from e
+    finally:
+        fp.close()
 
 
 def image_from_array(array: np.ndarray, *, mode: str = "RGB", name: str = "array") -> np.ndarray:
@@ -244,21 +305,38 @@ def read_image_file(path: str | os.PathLike, *, name: str | None = None) -> byte
             file, or not readable; the message starts with the name.
     """
     label = name or os.fsdecode(path)
-    reason = _problem(path)
+    with _open_checked(path, label) as file:
+        try:
+            return file.read()
+        except OSError as err:
+            raise ImageError(f"{label}: cannot read it ({err.strerror or err})") from err
+
+
+def _open_checked(path: str | os.PathLike, label: str) -> IO[bytes]:
+    """``path`` opened for reading once it is known to be a readable regular file.
+
+    Checked with ``stat`` before it is opened and with ``fstat`` after, opened
+    non-blocking: a FIFO, socket or device is never read, even one swapped in between.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise ImageError(f"{label}: {_os_failure(path, err)}") from err
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{label}: cannot read it (a folder, not a file)")
+    reason = _not_a_file(mode) or _permission_problem(path)
     if reason is not None:
         raise ImageError(f"{label}: {reason}")
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as err:
         raise ImageError(f"{label}: {_os_failure(path, err)}") from err
-    with os.fdopen(fd, "rb") as file:
-        reason = _not_a_file(os.fstat(fd).st_mode)  # replaced since it was examined?
-        if reason is not None:
-            raise ImageError(f"{label}: {reason}")
-        try:
-            return file.read()
-        except OSError as err:
-            raise ImageError(f"{label}: cannot read it ({err.strerror or err})") from err
+    file = os.fdopen(fd, "rb")
+    reason = _not_a_file(os.fstat(fd).st_mode)  # replaced since it was examined?
+    if reason is not None:
+        file.close()
+        raise ImageError(f"{label}: {reason}")
+    return file
 
 
 def special_file_kind(mode: int) -> str | None:
@@ -280,7 +358,7 @@ def _problem(path: str | os.PathLike) -> str | None:
         mode = os.stat(path).st_mode
     except OSError as err:
         return _os_failure(path, err)
-    return _not_a_file(mode) or _unreadable(path)
+    return _not_a_file(mode) or _permission_problem(path)
 
 
 def _not_a_file(mode: int) -> str | None:
@@ -291,7 +369,7 @@ def _not_a_file(mode: int) -> str | None:
     return f"{kind}, not a regular file; not opened"
 
 
-def _unreadable(path: str | os.PathLike) -> str | None:
+def _permission_problem(path: str | os.PathLike) -> str | None:
     """Why this process may not read the file at ``path`` (its permissions), or None."""
     if os.access(path, os.R_OK):
         return None
@@ -313,8 +391,12 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _decode_rgb(fp: IO[bytes], label: str, limit: int) -> Image.Image:
-    """Decode the first frame of ``fp`` into an upright, opaque RGB image."""
+@contextmanager
+def _header_checked(fp: IO[bytes], label: str, limit: int) -> Iterator[Image.Image]:
+    """The image opened lazily (header only), its format allowed and its size under the cap.
+
+    Every failure, here or in the block (decoding), becomes an ``ImageError``.
+    """
     if not fp.read(1):
         raise ImageError(f"{label}: the file is empty")
     fp.seek(0)
@@ -326,11 +408,7 @@ def _decode_rgb(fp: IO[bytes], label: str, limit: int) -> Image.Image:
                     f"{label}: the image is too large ({width} x {height} = "
                     f"{width * height:,} pixels, the limit is {limit:,})"
                 )
-            im.seek(0)  # animated GIF/PNG/WEBP, multi-page TIFF: the first frame
-            # Pillow decodes lazily: load here, so that truncated data fails in this try.
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
+            yield im
     except (ImageError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -345,6 +423,87 @@ def _decode_rgb(fp: IO[bytes], label: str, limit: int) -> Image.Image:
         # EOFError and more (its own fuzzers catch Exception); for the caller all of them
         # mean the same thing.
         raise ImageError(f"{label}: cannot decode it, truncated or corrupt data ({e})") from e
+
+
+def _decode_rgb(fp: IO[bytes], label: str, limit: int, min_side: int | None) -> Image.Image:
+    """Decode the first frame of ``fp`` into an upright, opaque RGB image."""
+    with _header_checked(fp, label, limit) as im:
+        im.seek(0)  # animated GIF/PNG/WEBP, multi-page TIFF: the first frame
+        if min_side is not None and im.format in _DRAFTABLE:
+            im.draft(None, (_REDUCING_GAP * min_side,) * 2)  # JPEG: decode at 1/2 to 1/8
+        # Pillow decodes lazily: load here, so that truncated data fails in this block.
+        im.load()
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+        shrunk = _reduced(im, min_side)
+        upright = _upright(shrunk, orientation)
+        return _to_rgb(upright)
+
+
+# Pillow's thumbnail() keeps twice the target size before its final resampling: box
+# averages down to that, then a proper filter, look like the filter alone.
+_REDUCING_GAP = 2
+_DRAFTABLE = frozenset({"JPEG", "MPO"})
+# Modes whose pixels Image.reduce averages as they are; RGBA and LA it premultiplies itself.
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"})
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _reduce_factor(width: int, height: int, min_side: int | None) -> int:
+    if min_side is None:
+        return 1
+    return max(1, min(width, height) // (_REDUCING_GAP * min_side))
+
+
+def _reduced(im: Image.Image, min_side: int | None) -> Image.Image:
+    """``im`` shrunk by a whole factor while both sides stay twice ``min_side``; or ``im``."""
+    factor = _reduce_factor(im.width, im.height, min_side)
+    if factor == 1:
+        return im
+    if im.mode not in _REDUCIBLE:
+        im = _reducible(im)
+    return im.reduce(factor)
+
+
+def _reducible(im: Image.Image) -> Image.Image:
+    """``im`` in a mode whose pixels can be averaged: palettes and bits become colours."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        return im.convert("I")
+    if im.mode == "1":
+        return im.convert("L")
+    return im.convert("RGBA" if im.has_transparency_data else "RGB")
+
+
+def _upright(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` turned as its EXIF orientation says (what ``ImageOps.exif_transpose`` does)."""
+    method = _TRANSPOSE.get(orientation)
+    return im if method is None else im.transpose(method)
+
+
+def _estimate(im: Image.Image, min_side: int | None) -> int:
+    """``decode_cost`` of an image opened lazily: bytes a pixel times its pixels."""
+    if min_side is not None and im.format in _DRAFTABLE:
+        im.draft(None, (_REDUCING_GAP * min_side,) * 2)  # sets the size it will decode at
+    width, height = im.size
+    stored = 1 if im.mode in ("1", "L", "P") else 2 if im.mode.startswith("I;16") else 4
+    transparent = "A" in im.mode or "transparency" in im.info
+    factor = _reduce_factor(width, height, min_side)
+    if factor == 1:
+        # RGB or RGBA copies, the alpha composite over white, the array itself.
+        per_pixel = stored + 4 + (12 if transparent else 0) + 3
+        return width * height * per_pixel
+    # A converted or premultiplied copy, then the small result (and its copies).
+    converted = 0 if im.mode in ("L", "RGB", "I", "F") else 4
+    premultiplied = 4 if transparent else 0
+    small = -(-width // factor) * -(-height // factor) * (4 + 12 + 3)
+    return width * height * (stored + converted + premultiplied) + small
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -1,15 +1,32 @@
-"""Run the web application on a socket with uvicorn: ``serve``, behind ``imgrec serve``."""
+"""Run the web application on a socket with uvicorn: ``serve``, behind ``imgrec serve``.
+
+A slow client cannot hold a connection open for as long as it likes: its request
+headers must arrive within ``HEADER_TIMEOUT`` seconds of the connection (or of the
+previous response on a kept-alive one), else the connection is closed, and its body
+within the application's ``body_timeout`` (408). The page has no login and no rate
+limit of its own: to listen on other machines' addresses (``--host 0.0.0.0``), put it
+behind a reverse proxy that limits connections per client and buffers requests
+(nginx: ``limit_conn``, ``client_header_timeout``, ``client_body_timeout``,
+``client_max_body_size 11m``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable, Iterable
 
+import h11
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgrec.core.errors import ImgrecError
 from imgrec.web.app import DEFAULT_UPLOAD_LIMIT, create_app
+
+# Seconds a connection has to send a request's headers.
+HEADER_TIMEOUT = 20.0
 
 
 class ServeError(ImgrecError):
@@ -61,8 +78,76 @@ def serve(
     shown_host = f"[{host}]" if ":" in host else host
     if on_ready is not None:
         on_ready(f"http://{shown_host}:{bound_port}/")
-    config = uvicorn.Config(app, host=host, port=bound_port, log_level=log_level)
+    config = uvicorn_config(app, host=host, port=bound_port, log_level=log_level)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def uvicorn_config(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    header_timeout: float = HEADER_TIMEOUT,
+) -> uvicorn.Config:
+    """uvicorn's settings for ``app``: HTTP/1.1 by h11, with a deadline for request headers.
+
+    Args:
+        app: the application (``create_app``).
+        host, port: where uvicorn will say it listens.
+        log_level: uvicorn's.
+        header_timeout: seconds a connection has to send a request's headers.
+    """
+    if header_timeout <= 0:
+        raise ValueError(f"header_timeout must be above 0, got {header_timeout}")
+
+    class Protocol(_HeaderDeadline):
+        timeout = header_timeout
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=Protocol)
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose request headers are too slow.
+
+    The clock runs while the client owes the headers of a request: from the
+    connection, and again from each response on a kept-alive connection.
+    """
+
+    timeout = HEADER_TIMEOUT
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_clock()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the headers are in
+            self._stop_header_clock()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._start_header_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_clock()
+        super().connection_lost(exc)
+
+    def _start_header_clock(self) -> None:
+        self._stop_header_clock()
+        self._header_timer = self.loop.call_later(self.timeout, self._headers_too_slow)
+
+    def _stop_header_clock(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:

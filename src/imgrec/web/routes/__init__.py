@@ -1,0 +1,18 @@
+"""The web application's routes, one router per concern, in the order they are served.
+
+- ``pages``: the page itself;
+- ``models``: the networks on offer, their ONNX exports, in-browser inference;
+- ``files``: files served from fixed listings (onnxruntime-web, the sample photos);
+- ``inference``: what networks say about photos (classes, CAM, layers, feature maps).
+
+``/static`` (the page's CSS and JavaScript) and the API documentation pages are
+mounted by ``imgrec.web.app.create_app``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from imgrec.web.routes import files, inference, models, pages
+
+ROUTERS: tuple[APIRouter, ...] = (pages.router, models.router, files.router, inference.router)
