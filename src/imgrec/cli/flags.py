@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from imgrec.core.choices import (
     AUGMENTATIONS,
@@ -70,12 +69,11 @@ def image_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):
     """One argument of a verb: its names and its ``argparse`` options."""
 
     names: tuple[str, ...]
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any]
 
     def but(self, **changes: Any) -> Flag:
         """The same flag with some options changed (a verb's own help or default)."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from imgrec.cli.flags import Flag
 
@@ -20,8 +19,7 @@ from imgrec.cli.flags import Flag
 SHELL_ONLY = frozenset({"json", "quiet", "run", "verb", "classic_verb"})
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One verb of ``imgrec``, or a group of verbs (``imgrec classic train``).
 
     Attributes:
