@@ -321,3 +321,17 @@ def test_resume_hint_is_short_for_a_plain_run(monkeypatch, capsys, tmp_path):
         "imgrec", "train", "cifar10", "--resume", str(out.with_name("model.last.keras")),
         "--out", str(out),
     ]  # fmt: skip
+
+
+def test_the_old_module_level_names_still_answer_with_a_warning():
+    """The constants the one-module CLI had are aliases of the one definition now."""
+    import imgrec.cli
+
+    with pytest.warns(DeprecationWarning, match="core.choices.RUNTIMES"):
+        assert imgrec.cli.RUNTIME_CHOICES is choices.RUNTIMES
+    with pytest.warns(DeprecationWarning):
+        assert imgrec.cli.EXPORT_FORMATS is choices.EXPORT_FORMATS
+    with pytest.warns(DeprecationWarning):
+        assert imgrec.cli.EXPORT_QUANTIZATIONS is choices.QUANTIZATIONS
+    with pytest.raises(AttributeError):
+        imgrec.cli.NO_SUCH_NAME  # noqa: B018

@@ -15,7 +15,9 @@ in a module, and list it here.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from imgrec.cli import classic, evaluate, explain, export, info, predict, serve, train
@@ -43,6 +45,30 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 __all__ = ["COMMANDS", "build_parser", "main"]
+
+# Names the one-module CLI had, now defined once elsewhere: old name -> (module, name).
+_MOVED = {
+    "EXPORT_FORMATS": ("imgrec.core.choices", "EXPORT_FORMATS"),
+    "EXPORT_QUANTIZATIONS": ("imgrec.core.choices", "QUANTIZATIONS"),
+    "RUNTIME_CHOICES": ("imgrec.core.choices", "RUNTIMES"),
+    "RUNTIME_HELP": ("imgrec.cli.flags", "RUNTIME_HELP"),
+    "AUGMENT_HELP": ("imgrec.cli.flags", "AUGMENT_HELP"),
+    "BAR_WIDTH": ("imgrec.cli.predict", "BAR_WIDTH"),
+}
+
+
+def __getattr__(name: str):
+    """The old names of :data:`_MOVED`, for one release, with a DeprecationWarning."""
+    if name not in _MOVED:
+        raise AttributeError(f"module 'imgrec.cli' has no attribute {name!r}")
+    module, new = _MOVED[name]
+    warnings.warn(
+        f"imgrec.cli.{name} moved to {module}.{new}; the old name will be removed in the "
+        "next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), new)
 
 
 def build_parser() -> argparse.ArgumentParser:

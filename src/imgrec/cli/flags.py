@@ -89,7 +89,7 @@ def flag(*names: str, **options: Any) -> Flag:
     return Flag(names, options)
 
 
-# --- Help texts built from the choices, so that they cannot fall behind them ---------------
+# --- Help texts of flags that several verbs take (lists of names come from the choices) ---
 
 RUNTIME_HELP = (
     "what runs the network: onnx (ONNX Runtime, the model exported once and cached), "
