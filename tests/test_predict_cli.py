@@ -182,6 +182,53 @@ def test_cli_table_csv_and_failure_count(capsys, photo_folder, tmp_path):
             assert row["class_1"] == row["time_ms"] == ""
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_cli_csv_cells_never_start_a_formula(capsys, tmp_path, monkeypatch):
+    """Files and classes named like spreadsheet formulas (``=1+2.jpg``, ``-y.png``, a class
+    ``@SUM(A1)``) get a leading quote in the CSV; the numbers stay numbers."""
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    classes = ("=cmd|' /C calc'!A0", "+plus", "-minus", "@SUM(A1)", "\ttab")
+    preprocessing = Preprocessing(size=(8, 8), scale=1 / 255)
+    attach_info(model, ModelInfo("formulas", classes, preprocessing, "test"))
+    model_path = tmp_path / "formulas.keras"
+    imgrec.save_model(model, model_path)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    names = ["=1+2.jpg", "+x.png", "-y.png", "@z.png"]
+    for name in names:
+        pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / name, "JPEG" if name.endswith(".jpg") else "PNG")
+    (photos / "=broken.jpg").write_text("not a photo")  # its error names the file
+    monkeypatch.chdir(photos)  # `imgrec predict . --csv`: the names start the cells
+
+    out_csv = tmp_path / "out.csv"
+    args = (".", "--model", model_path, "--runtime", "keras", "--top", "5", "--csv", out_csv)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1, err  # the broken file
+    with out_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(names) + 1
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell.startswith(FORMULA_STARTS), (column, cell)
+    assert sorted(r["image"] for r in rows) == sorted(f"'{n}" for n in [*names, "=broken.jpg"])
+    for row in rows:
+        if row["error"]:
+            assert row["image"] == "'=broken.jpg"
+            assert row["error"].startswith("'=broken.jpg")
+            continue
+        assert sorted(row[f"class_{k}"] for k in range(1, 6)) == sorted(f"'{c}" for c in classes)
+        probabilities = [float(row[f"probability_{k}"]) for k in range(1, 6)]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-4)
+        assert float(row["time_ms"]) > 0
+
+
 def test_cli_json_matches_api_and_reports_missing_files(capsys, mobilenet, photo_folder, tmp_path):
     """--json prints what predict() returns; a missing file is an error record, not a crash."""
     missing = tmp_path / "missing.jpg"

@@ -39,3 +39,6 @@ TRANSFER_STRATEGIES = ("head", "finetune", "scratch")
 
 # OpenCV's Haar cascades that imgrec detect offers (imgrec.classic.detection).
 DETECTORS = ("face", "eyes", "cat-face")
+
+# How imgrec.training.fit.train may weigh the classes (besides not at all).
+CLASS_WEIGHTS = ("balanced",)

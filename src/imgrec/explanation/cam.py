@@ -42,6 +42,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from imgrec.core.choices import CAM_METHODS, COLORMAPS
 from imgrec.core.errors import ModelError, SpecError
 from imgrec.core.images import image_from_array, load_image
 from imgrec.core.plots import plot_image_grid
@@ -56,19 +57,7 @@ from imgrec.models.graph import (
 from imgrec.models.loading import load_model
 from imgrec.models.metadata import class_probabilities, model_info
 
-METHODS = ("cam", "gradcam", "gradcam++")
-COLORMAPS: tuple[str, ...] = (
-    "jet",
-    "turbo",
-    "viridis",
-    "inferno",
-    "magma",
-    "plasma",
-    "hot",
-    "cividis",
-    "coolwarm",
-    "gray",
-)
+METHODS = CAM_METHODS
 
 _CONVOLUTIONS = (
     keras.layers.Conv2D,

@@ -31,6 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from imgrec.core.choices import CLASS_WEIGHTS
 from imgrec.core.errors import ImgrecError
 from imgrec.core.plots import plot_training_curves
 from imgrec.core.storage import atomic_path, write_bytes_atomic
@@ -118,7 +119,7 @@ def train(
     Raises:
         DatasetError, ModelError, SpecError: bad data set, architecture or spec.
     """
-    if class_weight not in (None, "balanced"):
+    if class_weight not in (None, *CLASS_WEIGHTS):
         raise ImgrecError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
     out = Path(out)
     if out.suffix != ".keras":

@@ -1,0 +1,134 @@
+"""``imgrec train`` and ``imgrec augment``: fit a network; see what augmentation does."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from imgrec.cli import flags
+from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
+
+# The options a resumed run does not read from its .keras file, with the value that
+# needs no repeating: the resume hint repeats those the interrupted run was given. (The
+# architecture, learning rate, image size and augmentation travel inside the file.)
+RESUME_OPTIONS = {
+    "epochs": ("--epochs", None),
+    "batch_size": ("--batch-size", None),
+    "val_split": ("--val-split", None),
+    "limit_per_class": ("--limit-per-class", None),
+    "seed": ("--seed", None),
+    "class_weight": ("--class-weight", None),
+    "patience": ("--patience", flags.PATIENCE.options["default"]),
+}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, then print the skipped files, the stages, the result and the paths."""
+    from imgrec.training.fit import train
+
+    result = train(**api_arguments(args, verbose=progress_level(args)))
+    if args.json:
+        return print_json(result)
+    for skipped in result["skipped"]:
+        print(f"skipped {skipped['path']}: {skipped['reason']}")
+    for stage in result.get("stages", []):
+        print(
+            f"{stage['stage']}: {stage['trainable']:,} trainable parameters, "
+            f"{stage['frozen']:,} frozen"
+        )
+    if result["skipped"]:
+        print(
+            f"{len(result['skipped'])} files skipped (listed in the .skipped.json beside the model)"
+        )
+    if result["interrupted"]:
+        print(
+            f"interrupted after epoch {result['epochs_done']} of {result['epochs_asked']}; "
+            f"continue with: {resume_command(args, result['last'])}"
+        )
+    best = result["best_val_accuracy"]
+    accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
+    print(
+        f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; "
+        f"best model: {result['model']}{accuracy}"
+    )
+    print(f"history: {result['history']}\ncurves: {result['curves']}")
+    return 0
+
+
+def resume_command(args: argparse.Namespace, last: str) -> str:
+    """The ``imgrec train`` command that continues this run from ``last``, shell-quoted.
+
+    It names the data set, ``--resume last``, this run's ``--out`` and each option of
+    :data:`RESUME_OPTIONS` that this run was given. Values that start with ``-`` are
+    written so that they cannot pass for options (``--out=-x.keras``, ``./-data``).
+    """
+    dataset = str(args.dataset)
+    words = ["imgrec", "train", f"./{dataset}" if dataset.startswith("-") else dataset]
+    words += _option("--resume", last) + _option("--out", args.out)
+    for dest, (option, unneeded) in RESUME_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is not None and value != unneeded:
+            words += _option(option, value)
+    return shlex.join(words)
+
+
+def _option(option: str, value: object) -> list[str]:
+    text = str(value)
+    return [f"{option}={text}"] if text.startswith("-") else [option, text]
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    """Draw the augmentation grid and print where it went."""
+    from imgrec.training.augment import augment_grid
+
+    path = augment_grid(**api_arguments(args, rename={"augment": "spec"}))
+    if args.json:
+        return print_json({"grid": str(path)})
+    print(f"wrote {path}")
+    return 0
+
+
+TRAIN = Command(
+    "train",
+    help="train a network on a data set, with augmentation, checkpoints and resume",
+    description="Train a network on a folder, an archive or a built-in data set. The "
+    "best model goes to --out; the latest state to <out>.last.keras. Ctrl-C saves and "
+    "stops; --resume continues.",
+    flags=[
+        *flags.DATA,
+        flags.flag(
+            "--arch",
+            default="cifar-cnn",
+            help="a seed network (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a zoo network "
+            "for transfer learning (mobilenet_v2, efficientnet_lite0, ...)",
+        ),
+        flags.TRANSFER,
+        flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),
+        flags.flag("--unfreeze-from", metavar="LAYER", help="finetune: train from this layer on"),
+        flags.EPOCHS,
+        flags.BATCH_SIZE,
+        flags.flag("--lr", type=float, help="learning rate (default: the recipe's)"),
+        flags.IMAGE_SIZE,
+        flags.AUGMENT.but(default=""),
+        flags.OUT.but(default="model.keras", help="where the best model goes"),
+        flags.flag("--resume", metavar="MODEL.keras", help="continue a saved run"),
+        flags.CLASS_WEIGHT,
+        flags.PATIENCE,
+    ],
+    run=run_train,
+)
+
+AUGMENT = Command(
+    "augment",
+    help="draw a grid of augmented copies of a photo",
+    description="Apply an augmentation spec (as 'imgrec train --augment' would) to one "
+    "photo several times and draw the copies in a grid.",
+    flags=[
+        flags.IMAGE,
+        flags.AUGMENT.but(required=True),
+        flags.OUT.but(default="augment.png", help="the PNG to write"),
+        flags.flag("--count", type=flags.positive_int, default=16, help="copies to draw"),
+        flags.SEED.but(default=0, help=None),
+    ],
+    run=run_augment,
+)
