@@ -35,7 +35,7 @@ import onnxruntime
 import imgrec
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import OnnxRuntime
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
 
@@ -47,7 +47,7 @@ BATCHES = (1, 32)
 def load(name: str) -> keras.Model:
     if name == "cifar-cnn":
         keras.utils.set_random_seed(0)  # the same weights each run: the export is reused
-        model = build_seed("cifar-cnn")
+        model = build_chapter_network("cifar-cnn")
         names = tuple(f"class {i}" for i in range(10))
         return attach_info(model, ModelInfo("cifar-cnn", names, Preprocessing((32, 32)), "random"))
     return imgrec.load_model(name)

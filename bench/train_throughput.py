@@ -39,7 +39,7 @@ def _measure(variant: str, dataset: str, epochs: int, limit: int | None) -> dict
 
     import imgrec.training.fit as training
     from imgrec.datasets import load_dataset
-    from imgrec.models.chapter import build_seed
+    from imgrec.models.chapter import build_chapter_network
 
     size = (32, 32) if variant.endswith("folder") else None
     data = load_dataset(dataset, image_size=size, limit_per_class=limit)
@@ -50,7 +50,7 @@ def _measure(variant: str, dataset: str, epochs: int, limit: int | None) -> dict
             np.asarray(data.train.images),
             np.asarray(data.train.labels),
         )
-        model = build_seed("cifar-cnn", x.shape[1:], len(data.class_names))
+        model = build_chapter_network("cifar-cnn", x.shape[1:], len(data.class_names))
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         validation = (np.asarray(data.val.images), np.asarray(data.val.labels))
         model.fit(

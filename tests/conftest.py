@@ -10,7 +10,6 @@ import pytest
 
 from imgrec.core.samples import sample_path
 
-
 # System parts some tests need, by marker: the file that shows the part is installed, and the
 # Debian package that installs it. `make test` installs them when it can (as root with
 # apt-get); elsewhere the marked tests are skipped with one line naming the package. With
@@ -39,7 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if needed and os.environ.get("IMGREC_REQUIRE_SYSTEM") == "1":
         packages = " ".join(sorted(needed.values()))
         raise pytest.UsageError(
-            f"IMGREC_REQUIRE_SYSTEM=1 but Debian's {packages} is missing: apt-get install {packages}"
+            f"IMGREC_REQUIRE_SYSTEM=1 but Debian's {packages} is missing: "
+            f"apt-get install {packages}"
         )
     for marker, package in needed.items():
         skip = pytest.mark.skip(reason=f"needs Debian's {package}: apt-get install {package}")

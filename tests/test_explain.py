@@ -38,7 +38,7 @@ from imgrec.explanation.cam import (
     explain,
     overlay,
 )
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.mobilenet_v2 import MobileNetV2Torchvision
 from imgrec.models.preprocessing import Preprocessing
@@ -123,7 +123,7 @@ def test_cam_is_gradcam_on_a_network_ending_in_pooling_and_one_dense_layer(mobil
 @pytest.mark.parametrize(("arch", "shape"), [("cifar-cnn", (32, 32, 3)), ("vgg-bn", (32, 32, 3))])
 def test_cam_refuses_networks_with_more_than_one_layer_after_the_map(arch, shape, chelsea):
     # cifar-cnn flattens into two Dense layers; vgg-bn pools, then Dense-BN-ReLU-Dense.
-    model = with_info(build_seed(arch, shape, 4), 4, shape[:2])
+    model = with_info(build_chapter_network(arch, shape, 4), 4, shape[:2])
     with pytest.raises(ModelError, match=f"model '{model.name}'.*use gradcam"):
         class_activation_map(model, chelsea, method="cam")
     explanation = class_activation_map(model, chelsea, method="gradcam")
@@ -160,7 +160,7 @@ def test_a_nested_backbone_of_a_transfer_model(mobilenet, chelsea):
 
 
 def test_a_grey_network(chelsea):
-    model = with_info(build_seed("mnist-cnn", (28, 28, 1), 10), 10, (28, 28))
+    model = with_info(build_chapter_network("mnist-cnn", (28, 28, 1), 10), 10, (28, 28))
     explanation = class_activation_map(model, chelsea, method="gradcam++")
     assert explanation.layer == "conv2"
     assert explanation.heatmap.shape == (28, 28)
@@ -177,7 +177,7 @@ def test_random_augmentation_layers_stay_off(chelsea):
     # Called directly, Keras's random layers are in training mode: the map would change
     # from one call to the next.
     augmentation = augmentation_layer("flip,rotate=30,zoom=0.3,shift=0.2", seed=1)
-    model = with_info(build_seed("vgg-bn", (32, 32, 3), 3, augmentation), 3, (32, 32))
+    model = with_info(build_chapter_network("vgg-bn", (32, 32, 3), 3, augmentation), 3, (32, 32))
     first = class_activation_map(model, chelsea)
     second = class_activation_map(model, chelsea)
     np.testing.assert_array_equal(first.heatmap, second.heatmap)

@@ -14,7 +14,7 @@ from imgrec.cli import main
 from imgrec.core.errors import ImgrecError, ModelError, SpecError
 from imgrec.core.images import load_image
 from imgrec.explanation.layer_view import channel_grid, describe_layers, feature_maps, layers_report
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
@@ -29,7 +29,7 @@ def chelsea(chelsea_path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def small_vgg() -> keras.Model:
     """vgg-bn for 32 x 32 photos and 3 classes, random weights."""
-    model = build_seed("vgg-bn", (32, 32, 3), 3)
+    model = build_chapter_network("vgg-bn", (32, 32, 3), 3)
     info = ModelInfo("small-vgg", ("a", "b", "c"), Preprocessing(size=(32, 32)), "random")
     return attach_info(model, info)
 

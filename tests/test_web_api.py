@@ -29,7 +29,7 @@ from local_http import image_server
 from PIL import Image
 
 from imgrec.core.images import load_image
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.web import ort_web
@@ -77,7 +77,7 @@ def models_dir(tmp_path_factory) -> Path:
     import imgrec
 
     folder = tmp_path_factory.mktemp("models")
-    model = build_seed("mnist-cnn", input_shape=(28, 28, 1), num_classes=3)
+    model = build_chapter_network("mnist-cnn", input_shape=(28, 28, 1), num_classes=3)
     info = ModelInfo("tiny", TINY_CLASSES, Preprocessing(size=(28, 28)), "untrained, for tests")
     imgrec.save_model(attach_info(model, info), folder / "tiny.keras")
     (folder / ".hidden.keras").write_bytes(b"not listed")

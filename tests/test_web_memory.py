@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
 
@@ -59,7 +59,7 @@ def colour_models(tmp_path_factory) -> Path:
     import imgrec
 
     folder = tmp_path_factory.mktemp("models")
-    model = build_seed("mnist-cnn", input_shape=(32, 32, 3), num_classes=3)
+    model = build_chapter_network("mnist-cnn", input_shape=(32, 32, 3), num_classes=3)
     info = ModelInfo("tiny-rgb", ("a", "b", "c"), Preprocessing(size=(32, 32)), "for tests")
     imgrec.save_model(attach_info(model, info), folder / "rgb.keras")
     return folder

@@ -25,13 +25,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ImgrecError
 from imgrec.core.images import image_from_array, load_image, scan_images
 from imgrec.datasets.cache import workers as decoding_threads
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import Runtime, as_runtime
 from imgrec.models.metadata import ModelInfo
-from imgrec.models.zoo import DEFAULT_MODEL
 
 ImageInput = str | os.PathLike | np.ndarray
 # Decoded images waiting for the network, per batch: enough to keep it fed.

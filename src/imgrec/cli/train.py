@@ -99,8 +99,8 @@ TRAIN = Command(
         flags.flag(
             "--arch",
             default="cifar-cnn",
-            help="a seed network (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a zoo network "
-            "for transfer learning (mobilenet_v2, efficientnet_lite0, ...)",
+            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a "
+            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...)",
         ),
         flags.TRANSFER,
         flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),

@@ -59,7 +59,7 @@ def compare(
 
     Args:
         dataset: a data set name or path (see ``imgrec datasets``), or a loaded one.
-        cnn: what ``imgrec.train`` trains: a seed network (``cifar-cnn``,
+        cnn: what ``imgrec.train`` trains: one of the chapter's networks (``cifar-cnn``,
             ``mnist-cnn``, ``vgg-bn``...) or a zoo network for transfer learning.
         classic: a pipeline spec, ``FEATURES+CLASSIFIER`` or
             ``FEATURES+SELECTION+CLASSIFIER``, such as ``hog+svm`` or
@@ -172,15 +172,9 @@ def _scorer(kind: str, file: str, jobs: int | None) -> Callable[[np.ndarray], np
 
 
 def _cnn_input_size(cnn: str) -> tuple[int, int]:
-    from imgrec.models.chapter import get_seed_architecture
-    from imgrec.models.zoo import get_entry
-    from imgrec.training.fit import is_transfer_architecture
+    from imgrec.models.registry import get_model_entry
 
-    if is_transfer_architecture(cnn):
-        size = get_entry(cnn).input_size
-        return (size, size)
-    height, width, _ = get_seed_architecture(cnn).default_input_shape
-    return (height, width)
+    return get_model_entry(cnn).input_size
 
 
 def _held_out(dataset: Dataset) -> tuple[str, Split]:

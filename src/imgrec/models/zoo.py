@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrec.core.choices import DEFAULT_MODEL  # noqa: F401  (models/loading.py imports it here)
 from imgrec.core.errors import ModelError, WeightsError
 from imgrec.core.storage import imgrec_home, keras_models_dir, write_bytes_atomic
 
@@ -164,8 +165,6 @@ ZOO: tuple[ZooEntry, ...] = (
         offline=EFFICIENTNET_LITE0_OFFLINE,
     ),
 )
-
-DEFAULT_MODEL = "mobilenet_v2"
 
 
 def _normalise(name: str) -> str:

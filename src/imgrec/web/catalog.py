@@ -16,8 +16,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
-from imgrec.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry, keras_cached_weights
+from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
+from imgrec.models.zoo import ZooEntry, keras_cached_weights
 
 
 class UnknownModelError(ModelError):
@@ -60,8 +62,9 @@ class ModelCatalog:
             raise ModelError(f"{self.models_dir}: no such folder (the models folder)")
         # Weights do not appear or vanish while a server runs, and checking them
         # imports nothing: list the zoo networks once.
+        zoo = (get_model_entry(name) for name in list_models(ZOO_KIND))
         self._zoo = tuple(
-            CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in ZOO if _weights_here(e)
+            CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in zoo if _weights_here(e.zoo)
         )
 
     def entries(self) -> list[CatalogEntry]:

@@ -17,10 +17,10 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, File, Form, HTTPException, Request, UploadFile
 
+from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.images import decode_cost, load_image
 from imgrec.core.samples import SAMPLES, sample_path
 from imgrec.models.preprocessing import Preprocessing
-from imgrec.models.zoo import DEFAULT_MODEL
 from imgrec.web.catalog import ModelCatalog
 from imgrec.web.fetch import AllowList, fetch_url
 from imgrec.web.limits import DecodeBudget, Slots

@@ -21,9 +21,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Form, HTTPException, Query
 from PIL import Image
 
+from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.explanation.cam import COLORMAPS, METHODS, class_activation_map, colorize
 from imgrec.explanation.layer_view import channel_grid, describe_layers, feature_maps
-from imgrec.models.zoo import DEFAULT_MODEL
 from imgrec.prediction import classify
 from imgrec.web import schemas
 from imgrec.web.errors import ERRORS
