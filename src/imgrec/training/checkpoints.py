@@ -108,6 +108,19 @@ def _accuracy(logs: dict[str, float], prefix: str = "") -> float | None:
     return None
 
 
+def _best_so_far(record: TrainingRecord, has_validation: bool) -> tuple[float | None, float | None]:
+    """The lowest loss in ``record``'s history, and the accuracy of that epoch."""
+    prefix = "val_" if has_validation else ""
+    losses = record.history.get(prefix + "loss", [])
+    if not losses:
+        return None, None
+    epoch = int(np.argmin(losses))
+    accuracies = {
+        key: values[epoch] for key, values in record.history.items() if len(values) > epoch
+    }
+    return losses[epoch], _accuracy(accuracies, prefix)
+
+
 class Checkpoints(keras.callbacks.Callback):
     """Keep the latest state, the best model, the history and the curves on disk.
 
@@ -119,8 +132,10 @@ class Checkpoints(keras.callbacks.Callback):
             lowest training loss).
         saved_model: the model to save when it is not the fitted one (the whole
             network when only its head is fitted).
+        last_on_disk: whether ``files.last`` holds ``record`` already (a resumed
+            run, or an earlier stage of this one).
         best_on_disk: whether ``files.best`` holds the best model of ``record``'s
-            epochs already (a resumed run's, or an earlier stage's).
+            epochs already.
     """
 
     def __init__(
@@ -130,6 +145,7 @@ class Checkpoints(keras.callbacks.Callback):
         record: TrainingRecord,
         has_validation: bool,
         saved_model: keras.Model | None = None,
+        last_on_disk: bool = False,
         best_on_disk: bool = False,
     ) -> None:
         super().__init__()
@@ -140,10 +156,12 @@ class Checkpoints(keras.callbacks.Callback):
         self.saved_model = saved_model
         # Without the best model on disk, the next epoch is the best so far.
         self.best_written = best_on_disk
-        self.best_val_loss = record.best_loss(has_validation) if best_on_disk else None
-        self.best_val_accuracy: float | None = None
+        self.best_val_loss, self.best_val_accuracy = (
+            _best_so_far(record, has_validation) if best_on_disk else (None, None)
+        )
         self._pending_best: tuple[list[np.ndarray], TrainingRecord] | None = None
-        self._saved_record: TrainingRecord | None = None
+        self._saved_record = record if last_on_disk else None
+        self._saves = 0
         self._save_seconds = 0.0
         self._trained_since_save = 0.0
         self._curves_drawn = time.monotonic()
@@ -177,8 +195,7 @@ class Checkpoints(keras.callbacks.Callback):
         if improved:
             self.best_val_loss = loss
             self.best_val_accuracy = _accuracy(logs, "val_" if self.has_validation else "")
-        first = self._saved_record is None
-        if first or self._trained_since_save >= self._save_seconds:
+        if self._saves == 0 or self._trained_since_save >= self._save_seconds:
             self._save(best_is_latest=improved)
         elif improved:
             self._pending_best = (self._target.get_weights(), self.record)
@@ -206,6 +223,7 @@ class Checkpoints(keras.callbacks.Callback):
             self._save_best(*self._pending_best)
         write_json(self.files.history, self.record.history)
         self._saved_record = self.record
+        self._saves += 1
         self._save_seconds = time.monotonic() - start
         self._trained_since_save = 0.0
         if time.monotonic() - self._curves_drawn >= CURVES_EVERY_S:

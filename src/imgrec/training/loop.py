@@ -138,6 +138,7 @@ def fit_and_save(
     inputs: tuple[np.ndarray, np.ndarray | None] | None = None,
     saved_model: keras.Model | None = None,
     epochs: int | None = None,
+    last_on_disk: bool = False,
     best_on_disk: bool = False,
 ) -> FitOutcome:
     """Fit the compiled ``model`` from ``record.epochs_done`` to ``record.epochs_asked``.
@@ -154,14 +155,21 @@ def fit_and_save(
             when ``model`` is only its head).
         epochs: the epoch to stop at, when this fit is one stage of the run
             (default: ``record.epochs_asked``).
-        best_on_disk: whether ``files.best`` holds the best of the epochs done already.
+        last_on_disk, best_on_disk: whether ``files.last`` holds ``record`` already,
+            and ``files.best`` the best of its epochs (a resumed run, a later stage).
     """
     if data.skipped:
         write_json(files.skipped, [vars(s) for s in data.skipped])
     train_x, val_x = inputs or (data.train.images, data.val.images if data.val else None)
     validation = (val_x, data.val.labels) if data.val else None
     checkpoints = Checkpoints(
-        files, info, record, bool(validation), saved_model=saved_model, best_on_disk=best_on_disk
+        files,
+        info,
+        record,
+        bool(validation),
+        saved_model=saved_model,
+        last_on_disk=last_on_disk,
+        best_on_disk=best_on_disk,
     )
     callbacks: list[keras.callbacks.Callback] = [checkpoints]
     if validation is not None and options.patience > 0:
@@ -234,7 +242,8 @@ def fit_with_checkpoints(
         inputs=inputs,
         saved_model=saved_model,
         epochs=epochs,
-        best_on_disk=files.best.is_file(),
+        last_on_disk=files.last.is_file() and bool(history),
+        best_on_disk=files.best.is_file() and bool(history),
     )
     history.clear()
     history.update(outcome.record.history)

@@ -15,7 +15,7 @@ from imgrec.core.storage import atomic_path
 from imgrec.datasets import Dataset
 from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
-from imgrec.training.checkpoints import RunFiles
+from imgrec.training.checkpoints import RunFiles, write_json
 from imgrec.training.data import data_report, load_training_data
 from imgrec.training.loop import FitOptions, fit_and_save
 from imgrec.training.record import DatasetRef, TrainingRecord
@@ -83,19 +83,30 @@ def resume_training(
         )
     own = RunFiles.of_resumed(resume)
     files = (RunFiles.for_model(out) if out is not None else own).without_stale_temporaries()
-    best_on_disk = _start_from_the_runs_best(own.best, files.best)
+    best_on_disk = _start_from(resume, own.best, files, record)
     options = dataclasses.replace(options, batch_size=record.batch_size)
     outcome = fit_and_save(
-        model, data, record, files=files, info=info, options=options, best_on_disk=best_on_disk
-    )
+        model, data, record, files=files, info=info, options=options,
+        last_on_disk=True, best_on_disk=best_on_disk,
+    )  # fmt: skip
     return outcome.to_dict() | data_report(data)
 
 
-def _start_from_the_runs_best(best: Path, out: Path) -> bool:
-    """Copy the run's best model to a new ``out``; whether ``out`` now holds it."""
+def _start_from(resume: Path, best: Path, files: RunFiles, record: TrainingRecord) -> bool:
+    """Make ``files`` the resumed run's: its state, its best model, its history.
+
+    Returns whether ``files.best`` holds the run's best model (a run killed before
+    its first best was copied has none; then the next epoch is the best so far).
+    """
+    _copy(resume, files.last)
+    write_json(files.history, record.history)
     if not best.is_file():
         return False
-    if out.resolve() != best.resolve():
-        with atomic_path(out) as tmp:
-            shutil.copyfile(best, tmp)
+    _copy(best, files.best)
     return True
+
+
+def _copy(source: Path, target: Path) -> None:
+    if target.resolve() != source.resolve():
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)

@@ -366,4 +366,6 @@ class _TransferRun:
         set_trainable_backbone(self.model, freeze, unfreeze_from)
         self.stages.append(("finetune", trainable_counts(self.model)))
         compile_classifier(self.model, self.lr * FINETUNE_LR_FACTOR)
-        return self._fit(self.model, previous.record, best_on_disk=previous.best_written)
+        return self._fit(
+            self.model, previous.record, last_on_disk=True, best_on_disk=previous.best_written
+        )
