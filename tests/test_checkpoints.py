@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -245,6 +246,36 @@ def test_resume_to_a_new_out_always_reports_a_best_model_that_exists(data, tmp_p
         assert Path(result[key]).parent == new.parent and Path(result[key]).is_file(), key
     assert _record(Path(result["last"])).epochs_done == 2
     assert result["best_val_accuracy"] is not None
+
+
+def _rewrite_record(path: Path, change) -> None:
+    """Rewrite the training record inside a ``.keras`` file, as another version wrote it."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    metadata = json.loads(members["imgrec.json"])
+    metadata["training"] = change(metadata["training"])
+    members["imgrec.json"] = json.dumps(metadata).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+
+
+def test_a_file_with_the_old_record_form_resumes(data, tmp_path):
+    out = tmp_path / "old.keras"
+    train(data, "cifar-cnn", out=out, **COMMON | {"epochs": 2})
+    last = companion_path(out, ".last.keras")
+
+    def older(training):  # before limit_per_class; plus a key from a newer version
+        del training["limit_per_class"]
+        return training | {"a_key_from_a_newer_version": "kept"}
+
+    _rewrite_record(last, older)
+    result = train(data, resume=last, epochs=3, verbose=0)
+    assert result["epochs_done"] == 3
+    training = model_info(load_keras_file(last)).training
+    assert training["epochs_done"] == 3 and len(training["history"]["loss"]) == 3
+    assert training["a_key_from_a_newer_version"] == "kept"
+    assert training["limit_per_class"] is None
 
 
 # --- killed runs --------------------------------------------------------------------

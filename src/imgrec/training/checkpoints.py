@@ -72,7 +72,8 @@ class RunFiles:
     def of_resumed(cls, resumed: str | os.PathLike) -> RunFiles:
         """The files of the run that saved ``resumed`` (``X.last.keras`` -> ``X.keras``)."""
         resumed = Path(resumed)
-        return cls.for_model(resumed.with_name(resumed.name.replace(".last.keras", ".keras")))
+        stem = resumed.name.removesuffix(".keras").removesuffix(".last")
+        return cls.for_model(resumed.with_name(stem + ".keras"))
 
     @property
     def last(self) -> Path:

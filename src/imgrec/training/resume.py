@@ -81,7 +81,7 @@ def resume_training(
         raise ImgrecError(
             f"{resume} has already trained {record.epochs_done} of {record.epochs_asked} epochs"
         )
-    own = RunFiles.of_resumed(resume)
+    own = RunFiles.of_resumed(resume).without_stale_temporaries()
     files = (RunFiles.for_model(out) if out is not None else own).without_stale_temporaries()
     best_on_disk = _start_from(resume, own.best, files, record)
     options = dataclasses.replace(options, batch_size=record.batch_size)
