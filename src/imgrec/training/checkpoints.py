@@ -77,18 +77,22 @@ class RunFiles:
 
     @property
     def last(self) -> Path:
+        """The latest state, optimizer included: what ``--resume`` continues."""
         return companion_path(self.best, ".last.keras")
 
     @property
     def history(self) -> Path:
+        """The history of every epoch, as JSON."""
         return companion_path(self.best, ".history.json")
 
     @property
     def curves(self) -> Path:
+        """The training curves, as a PNG."""
         return companion_path(self.best, ".curves.png")
 
     @property
     def skipped(self) -> Path:
+        """The files of the data set that could not be read, as JSON."""
         return companion_path(self.best, ".skipped.json")
 
     def without_stale_temporaries(self) -> RunFiles:
@@ -99,6 +103,7 @@ class RunFiles:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path``, atomically."""
     write_bytes_atomic(path, json.dumps(data, indent=1).encode())
 
 
