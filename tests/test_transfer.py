@@ -7,6 +7,7 @@ inside the model) and a folder of JPEGs the test draws.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,21 @@ def test_bad_transfer_options_are_refused(digits, tmp_path):
             out=tmp_path / "m.keras",
             verbose=0,
         )
+
+
+def test_head_progress_bar_counts_true_steps_and_fits(digits, head_run, tmp_path, capsys):
+    """Several steps run per call on cached features; the bar still counts real steps."""
+    capsys.readouterr()
+    train(
+        digits, "mobilenet_v2", transfer="head", image_size=SIZE, epochs=2, batch_size=16,
+        out=tmp_path / "bar.keras", verbose=1,
+    )  # fmt: skip
+    text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    steps = -(-len(digits.train.labels) // 16)
+    assert steps > 1
+    bars = re.findall(r"(\d+)/(\d+) (━*)", text)
+    assert bars, text
+    for done, target, bar in bars:
+        assert int(target) == steps and 1 <= int(done) <= steps, text
+        assert len(bar) == 20, text
+    assert re.findall(r"Epoch (\d+)/(\d+)", text) == [("1", "2"), ("2", "2")]

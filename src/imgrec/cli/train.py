@@ -40,10 +40,13 @@ def run_train(args: argparse.Namespace) -> int:
         print(
             f"{len(result['skipped'])} files skipped (listed in the .skipped.json beside the model)"
         )
+    if result["model"] is None:
+        print("interrupted before the first epoch finished: nothing saved")
+        return 0
     if result["interrupted"]:
         print(
             f"interrupted after epoch {result['epochs_done']} of {result['epochs_asked']}; "
-            f"continue with: {resume_command(args, result['last'])}"
+            f"continue with: {resume_command(args, result['last'], result['model'])}"
         )
     best = result["best_val_accuracy"]
     accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
@@ -55,16 +58,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_command(args: argparse.Namespace, last: str) -> str:
+def resume_command(args: argparse.Namespace, last: str, out: str) -> str:
     """The ``imgrec train`` command that continues this run from ``last``, shell-quoted.
 
-    It names the data set, ``--resume last``, this run's ``--out`` and each option of
+    It names the data set, ``--resume last``, ``--out out`` (the run's best model) and
+    each option of
     :data:`RESUME_OPTIONS` that this run was given. Values that start with ``-`` are
     written so that they cannot pass for options (``--out=-x.keras``, ``./-data``).
     """
     dataset = str(args.dataset)
     words = ["imgrec", "train", f"./{dataset}" if dataset.startswith("-") else dataset]
-    words += _option("--resume", last) + _option("--out", args.out)
+    words += _option("--resume", last) + _option("--out", out)
     for dest, (option, unneeded) in RESUME_OPTIONS.items():
         value = getattr(args, dest)
         if value is not None and value != unneeded:
@@ -92,8 +96,12 @@ TRAIN = Command(
     "train",
     help="train a network on a data set, with augmentation, checkpoints and resume",
     description="Train a network on a folder, an archive or a built-in data set. The "
-    "best model goes to --out; the latest state to <out>.last.keras. Ctrl-C saves and "
-    "stops; --resume continues.",
+    "best model goes to --out; the latest state, its optimizer and history to "
+    "<out>.last.keras. Both are saved after every epoch; only where a save takes longer than "
+    "an epoch (a new head on cached features) are saves spaced out, to at most about half "
+    "the training time. A killed run keeps every finished epoch but the one in progress; "
+    "Ctrl-C stops after the batch and never counts an unfinished epoch. --resume continues, "
+    "beside the resumed file unless --out says otherwise.",
     flags=[
         *flags.DATA,
         flags.flag(
@@ -110,7 +118,10 @@ TRAIN = Command(
         flags.flag("--lr", type=float, help="learning rate (default: the recipe's)"),
         flags.IMAGE_SIZE,
         flags.AUGMENT.but(default=""),
-        flags.OUT.but(default="model.keras", help="where the best model goes"),
+        flags.OUT.but(
+            help="where the best model goes (default model.keras; on --resume X.last.keras, "
+            "X.keras)"
+        ),
         flags.flag("--resume", metavar="MODEL.keras", help="continue a saved run"),
         flags.CLASS_WEIGHT,
         flags.PATIENCE,

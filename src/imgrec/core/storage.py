@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +48,22 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Delete what a killed ``atomic_path`` left beside ``target``; return what went.
+
+    Only names of the exact form ``atomic_path`` makes for ``target`` are touched
+    (``.<stem>-`` and 8 random characters, then the target's suffixes). Call it only
+    where no other process is writing ``target``.
+    """
+    target = Path(target)
+    suffix = "".join(target.suffixes)
+    pattern = re.compile(rf"\.{re.escape(target.stem)}-[a-z0-9_]{{8}}{re.escape(suffix)}")
+    removed = []
+    if target.parent.is_dir():
+        for path in target.parent.iterdir():
+            if pattern.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -30,7 +30,7 @@ import numpy as np
 
 from imgrec.classic.pipeline import classic_train, load_classic
 from imgrec.classic.spec import PipelineSpec, parse_spec
-from imgrec.core.errors import DatasetError
+from imgrec.core.errors import DatasetError, ImgrecError
 from imgrec.core.plots import plot_bars
 from imgrec.core.storage import write_bytes_atomic
 from imgrec.datasets import Dataset, Split, evaluation_split, load_dataset
@@ -104,6 +104,8 @@ def compare(
     start = time.perf_counter()
     trained = train(dataset, cnn, out=out / "cnn.keras", verbose=verbose, **recipe, **split)
     cnn_seconds = time.perf_counter() - start
+    if trained["model"] is None:
+        raise ImgrecError(f"{cnn}: training stopped before its first epoch; nothing to compare")
     start = time.perf_counter()
     _train_classic(dataset, spec, out / "classic.joblib", jobs=jobs, verbose=verbose, **split)
     classic_seconds = time.perf_counter() - start

@@ -27,9 +27,11 @@ class ModelInfo:
         class_names: one name per output unit (two for a single sigmoid unit).
         preprocessing: how to turn a photo into the model's input.
         weights: where the weights came from ("offline package fdet-...", a path, ...).
-        training: for a model imgrec trained: the architecture, the data set (name,
-            source, fingerprint), the augmentation, the epochs done and asked for,
-            and the training settings; ``None`` for pretrained networks.
+        training: for a model imgrec trained, its training record as JSON data: the
+            architecture, the data set (name, source, fingerprint), the augmentation,
+            the epochs done and asked for, the history and the training settings
+            (``imgrec.training.record.TrainingRecord.from_json`` reads it, old files
+            included); ``None`` for pretrained networks.
     """
 
     name: str

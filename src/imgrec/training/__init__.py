@@ -4,6 +4,7 @@ transfer learning. ``imgrec.train`` is the one entry point."""
 from imgrec.training.fit import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_VAL_SPLIT,
+    TrainingRecord,
     companion_path,
     compile_classifier,
     fit_with_checkpoints,
@@ -15,6 +16,7 @@ from imgrec.training.fit import (
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_VAL_SPLIT",
+    "TrainingRecord",
     "companion_path",
     "compile_classifier",
     "fit_with_checkpoints",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,15 @@ from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
 from imgrec.models.zoo import get_entry
 from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
-from imgrec.training.fit import compile_classifier, fit_with_checkpoints, steps_per_epoch
+from imgrec.training.checkpoints import RunFiles
+from imgrec.training.loop import (
+    FitOptions,
+    FitOutcome,
+    compile_classifier,
+    fit_and_save,
+    steps_per_epoch,
+)
+from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
 
 STRATEGIES = ("scratch", "finetune", "head")
 BACKBONE_LAYER = "backbone"
@@ -199,59 +208,108 @@ def train_transfer(
     verbose: int,
     callbacks: list | None,
 ) -> dict[str, Any]:
-    """Train a zoo network on ``data`` with one of the three strategies (see the module)."""
+    """Train a zoo network on ``data`` with one of the three strategies (see the module).
+
+    Args:
+        data: the loaded data set.
+        arch: a zoo network; strategy: ``scratch``, ``finetune`` or ``head``.
+        out: where the best model goes; epochs: the total epochs (both stages).
+        freeze, unfreeze_from: for ``finetune`` (see ``set_trainable_backbone``).
+        The others: as ``imgrec.train`` takes them.
+    """
     if strategy not in STRATEGIES:
         raise ImgrecError(f"--transfer must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if (freeze is not None or unfreeze_from is not None) and strategy != "finetune":
         raise ImgrecError("--freeze and --unfreeze-from go with --transfer finetune")
     entry = get_entry(arch)
     size = image_size or (entry.input_size, entry.input_size)
-    backbone, preprocessing, origin = load_backbone(
-        entry.name, (*size, 3), pretrained=strategy != "scratch"
-    )
     augment_spec = parse_augment(augment)
+    model, origin = _build(entry.name, size, strategy, data, augmentation_layer(augment_spec, seed))
+    files = RunFiles.for_model(out)
+    run = _TransferRun(
+        model=model,
+        data=data,
+        files=files,
+        info=ModelInfo(
+            name=files.best.name,
+            class_names=tuple(data.class_names),
+            preprocessing=Preprocessing(size=data.train.images.shape[1:3], name="pixels:0-255"),
+            weights=f"{entry.display_name} ({origin}), {strategy} on {data.name}",
+        ),
+        options=FitOptions(batch_size, class_weight, patience, verbose, tuple(callbacks or ())),
+        lr=lr or DEFAULT_LR,
+        features_key=f"{data.fingerprint}|{entry.name}|{origin}|{size}",
+    )
+    record = TrainingRecord(
+        architecture=entry.name,
+        strategy=strategy,
+        backbone_input=size,
+        augment=spec_to_string(augment_spec),
+        batch_size=batch_size,
+        split=SplitSettings(val_split, seed, limit_per_class),
+        dataset=DatasetRef.of(data),
+        epochs_asked=epochs,
+    )
+    start = time.perf_counter()
+    if strategy == "scratch":
+        outcome = run.scratch(record)
+    else:
+        head_epochs = epochs if strategy == "head" else max(1, epochs // 2)
+        outcome = run.head(record, head_epochs, augmented=bool(augment_spec))
+        if strategy == "finetune" and not outcome.interrupted:
+            outcome = run.finetune(outcome, freeze, unfreeze_from)
+    return outcome.to_dict() | {
+        "seconds": time.perf_counter() - start,  # feature extraction included
+        "strategy": strategy,
+        "stages": [{"stage": name, **counts} for name, counts in run.stages],
+        "parameters": run.stages[-1][1],
+        "backbone_weights": origin,
+    }
+
+
+def _build(
+    name: str,
+    size: tuple[int, int],
+    strategy: str,
+    data: Dataset,
+    augmentation: keras.layers.Layer | None,
+) -> tuple[keras.Model, str]:
+    """The whole network for ``data``, and where its backbone's weights came from."""
+    pretrained = strategy != "scratch"
+    backbone, preprocessing, origin = load_backbone(name, (*size, 3), pretrained=pretrained)
     model = build_transfer_model(
         backbone,
         preprocessing,
         data.train.images.shape[1:],
         len(data.class_names),
-        augmentation=augmentation_layer(augment_spec, seed=seed),
-        pretrained=strategy != "scratch",
+        augmentation=augmentation,
+        pretrained=pretrained,
     )
-    lr = lr or DEFAULT_LR
-    info = ModelInfo(
-        name=out.name,
-        class_names=tuple(data.class_names),
-        preprocessing=Preprocessing(size=data.train.images.shape[1:3], name="pixels:0-255"),
-        weights=f"{entry.display_name} ({origin}), {strategy} on {data.name}",
-    )
-    training = {
-        "architecture": entry.name,
-        "strategy": strategy,
-        "backbone_input": list(size),
-        "augment": spec_to_string(augment_spec),
-        "batch_size": batch_size,
-        "seed": seed,
-        "val_split": val_split,
-        "limit_per_class": limit_per_class,
-        "dataset": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint},
-        "epochs_asked": epochs,
-    }
-    common = {
-        "out": out,
-        "info": info,
-        "training": training,
-        "batch_size": batch_size,
-        "class_weight": class_weight,
-        "patience": patience,
-        "verbose": verbose,
-        "callbacks": callbacks,
-    }
-    history: dict[str, list[float]] = {}
-    stages = []
-    start = time.perf_counter()
+    return model, origin
 
-    if strategy == "scratch":
+
+@dataclass
+class _TransferRun:
+    """The stages of one transfer-learning run, fitted one after the other."""
+
+    model: keras.Model
+    data: Dataset
+    files: RunFiles
+    info: ModelInfo
+    options: FitOptions
+    lr: float
+    features_key: str
+    stages: list[tuple[str, dict[str, int]]] = field(default_factory=list)
+
+    def _fit(self, model: keras.Model, record: TrainingRecord, **kwargs: Any) -> FitOutcome:
+        return fit_and_save(
+            model, self.data, record, files=self.files, info=self.info, options=self.options,
+            **kwargs,
+        )  # fmt: skip
+
+    def scratch(self, record: TrainingRecord) -> FitOutcome:
+        """Train every weight anew, with a cosine schedule."""
+        backbone = self.model.get_layer(BACKBONE_LAYER)
         backbone.trainable = True
         # Keras's ImageNet recipes average BatchNorm statistics over thousands of steps
         # (momentum 0.99-0.999); a few hundred steps on a small data set would leave
@@ -259,71 +317,55 @@ def train_transfer(
         for layer in backbone.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = SCRATCH_BN_MOMENTUM
+        steps = steps_per_epoch(len(self.data.train.labels), self.options.batch_size)
         compile_classifier(
-            model,
-            lr,
-            schedule="cosine",
-            total_steps=epochs * steps_per_epoch(len(data.train.labels), batch_size),
+            self.model, self.lr, schedule="cosine", total_steps=record.epochs_asked * steps
         )
-        stages.append(("scratch", trainable_counts(model)))
-        result = fit_with_checkpoints(model, data, history=history, epochs=epochs, **common)
-    else:
-        backbone.trainable = False
-        head_epochs = epochs if strategy == "head" else max(1, epochs // 2)
-        stages.append(("head", trainable_counts(model)))
-        if augment_spec:
-            if verbose:
+        self.stages.append(("scratch", trainable_counts(self.model)))
+        return self._fit(self.model, record)
+
+    def head(self, record: TrainingRecord, epochs: int, augmented: bool) -> FitOutcome:
+        """Train a new classifier on the frozen backbone, on cached features if it can."""
+        self.model.get_layer(BACKBONE_LAYER).trainable = False
+        self.stages.append(("head", trainable_counts(self.model)))
+        if augmented:
+            if self.options.verbose:
                 print(
                     "imgrec: with --augment every epoch sees new images, so the backbone "
                     "runs in the loop (features are recomputed, not cached)",
                     file=sys.stderr,
                 )
-            compile_classifier(model, lr)
-            result = fit_with_checkpoints(
-                model, data, history=history, epochs=head_epochs, **common
-            )
-        else:
-            result = _fit_head_on_cached_features(
-                model, data, entry.name, origin, size, head_epochs, lr, history, common
-            )
-        if strategy == "finetune" and not result["interrupted"]:
-            set_trainable_backbone(model, freeze, unfreeze_from)
-            stages.append(("finetune", trainable_counts(model)))
-            compile_classifier(model, lr * FINETUNE_LR_FACTOR)
-            result = fit_with_checkpoints(model, data, history=history, epochs=epochs, **common)
-    return result | {
-        "seconds": time.perf_counter() - start,  # feature extraction included
-        "strategy": strategy,
-        "stages": [{"stage": name, **counts} for name, counts in stages],
-        "parameters": stages[-1][1],
-        "backbone_weights": origin,
-    }
+            compile_classifier(self.model, self.lr)
+            return self._fit(self.model, record, epochs=epochs)
+        extractor = feature_extractor(self.model)
+        key = hashlib.sha256(self.features_key.encode()).hexdigest()[:24]
+        verbose = self.options.verbose
+        data = self.data
+        train_features = cached_features(
+            extractor, data.train.images, f"{key}-train", verbose=verbose
+        )
+        val_features = (
+            cached_features(extractor, data.val.images, f"{key}-val", verbose=verbose)
+            if data.val
+            else None
+        )
+        head = head_model(self.model)
+        compile_classifier(head, self.lr, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+        return self._fit(
+            head,
+            record,
+            epochs=epochs,
+            inputs=(train_features, val_features),
+            saved_model=self.model,
+        )
 
-
-def _fit_head_on_cached_features(
-    model, data, name, origin, size, epochs, lr, history, common
-) -> dict[str, Any]:
-    extractor = feature_extractor(model)
-    key_base = hashlib.sha256(f"{data.fingerprint}|{name}|{origin}|{size}".encode()).hexdigest()[
-        :24
-    ]
-    verbose = common["verbose"]
-    train_features = cached_features(
-        extractor, data.train.images, f"{key_base}-train", verbose=verbose
-    )
-    val_features = (
-        cached_features(extractor, data.val.images, f"{key_base}-val", verbose=verbose)
-        if data.val
-        else None
-    )
-    head = head_model(model)
-    compile_classifier(head, lr, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
-    return fit_with_checkpoints(
-        head,
-        data,
-        history=history,
-        epochs=epochs,
-        inputs=(train_features, val_features),
-        saved_model=model,
-        **common,
-    )
+    def finetune(
+        self, previous: FitOutcome, freeze: int | None, unfreeze_from: str | None
+    ) -> FitOutcome:
+        """Unfreeze the backbone's upper layers and train on at a lower learning rate."""
+        set_trainable_backbone(self.model, freeze, unfreeze_from)
+        self.stages.append(("finetune", trainable_counts(self.model)))
+        compile_classifier(self.model, self.lr * FINETUNE_LR_FACTOR)
+        return self._fit(
+            self.model, previous.record, last_on_disk=True, best_on_disk=previous.best_written
+        )

@@ -1,0 +1,80 @@
+"""A new run of one of the chapter's networks (``cifar-cnn``, ``vgg-bn``, ...)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from imgrec.datasets import Dataset
+from imgrec.models.chapter import build_seed, get_seed_architecture
+from imgrec.models.metadata import ModelInfo, attach_info
+from imgrec.models.preprocessing import Preprocessing
+from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
+from imgrec.training.checkpoints import RunFiles
+from imgrec.training.data import data_report, load_training_data
+from imgrec.training.loop import FitOptions, compile_classifier, fit_and_save, steps_per_epoch
+from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
+
+
+def train_chapter_network(
+    dataset: str | os.PathLike | Dataset,
+    arch: str,
+    *,
+    files: RunFiles,
+    split: SplitSettings,
+    options: FitOptions,
+    epochs: int | None = None,
+    lr: float | None = None,
+    image_size: tuple[int, int] | None = None,
+    augment: str = "",
+) -> dict[str, Any]:
+    """Build the seed network ``arch`` for ``dataset`` and train it with its recipe.
+
+    Args:
+        dataset: a data set name or path, or a loaded one.
+        arch: a seed architecture's name.
+        files: where the run writes; split, options: see ``SplitSettings``, ``FitOptions``.
+        epochs, lr: override the architecture's recipe.
+        image_size: the size photo folders are decoded at (default: the network's).
+        augment: an augmentation spec.
+
+    Returns:
+        ``train``'s result: the fit's outcome and the data set's report.
+    """
+    architecture = get_seed_architecture(arch)
+    default_height, default_width, _ = architecture.default_input_shape
+    data = load_training_data(
+        dataset, split, image_size=image_size or None, folder_size=(default_height, default_width)
+    )
+    augment_spec = parse_augment(augment)
+    model = build_seed(
+        architecture.name,
+        input_shape=data.train.images.shape[1:],
+        num_classes=len(data.class_names),
+        augmentation=augmentation_layer(augment_spec, seed=split.seed),
+    )
+    record = TrainingRecord(
+        architecture=architecture.name,
+        dataset=DatasetRef.of(data),
+        epochs_asked=epochs or architecture.epochs,
+        batch_size=options.batch_size,
+        split=split,
+        augment=spec_to_string(augment_spec),
+    )
+    compile_classifier(
+        model,
+        lr or architecture.learning_rate,
+        schedule=architecture.lr_schedule,
+        weight_decay=architecture.weight_decay,
+        total_steps=record.epochs_asked
+        * steps_per_epoch(len(data.train.labels), options.batch_size),
+    )
+    info = ModelInfo(
+        name=files.best.name,
+        class_names=tuple(data.class_names),
+        preprocessing=Preprocessing(size=data.train.images.shape[1:3], name="pixels:0-255"),
+        weights=f"trained by imgrec on {data.name}",
+    )
+    attach_info(model, info)
+    outcome = fit_and_save(model, data, record, files=files, info=info, options=options)
+    return outcome.to_dict() | data_report(data)

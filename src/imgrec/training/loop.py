@@ -1,0 +1,286 @@
+"""The fit loop: Keras's ``model.fit`` with imgrec's checkpoints, early stopping,
+Ctrl-C handling and a progress bar that counts true steps.
+
+Every way imgrec trains (a chapter network, a resumed run, the stages of transfer
+learning) ends here, with a ``TrainingRecord`` saying what the run is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from imgrec.core.choices import CLASS_WEIGHTS
+from imgrec.core.errors import ImgrecError
+from imgrec.datasets import Dataset
+from imgrec.models.chapter import is_binary_output
+from imgrec.models.metadata import ModelInfo
+from imgrec.training.checkpoints import Checkpoints, RunFiles, write_json
+from imgrec.training.record import DEFAULT_BATCH_SIZE, TrainingRecord
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Steps of ``batch_size`` images that cover ``samples`` images once."""
+    return max(1, -(-samples // batch_size))
+
+
+def compile_classifier(
+    model: keras.Model,
+    lr: float,
+    *,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    total_steps: int = 1,
+    steps_per_execution: int = 1,
+) -> None:
+    """Adam (AdamW with weight decay), a constant or cosine learning rate, the right loss.
+
+    ``steps_per_execution`` runs several steps per call into the backend: worth it when
+    a step is tiny, such as a new head on cached features.
+    """
+    if schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
+    if weight_decay:
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(lr)
+    binary = is_binary_output(model)
+    model.compile(
+        optimizer=optimizer,
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["binary_accuracy" if binary else "accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How to fit, whatever is fitted.
+
+    Args:
+        batch_size: images per step.
+        class_weight: ``"balanced"`` weighs classes by inverse frequency, or None.
+        patience: epochs without a better validation loss before stopping (0: never).
+        verbose: 0 silent, 1 a progress bar, 2 one line per epoch.
+        callbacks: more Keras callbacks, run after imgrec's own.
+    """
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    class_weight: str | None = None
+    patience: int = 5
+    verbose: int = 1
+    callbacks: tuple[keras.callbacks.Callback, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.class_weight not in (None, *CLASS_WEIGHTS):
+            raise ImgrecError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """What a fit did: the record it reached and what it wrote."""
+
+    record: TrainingRecord
+    files: RunFiles
+    best_written: bool
+    best_val_loss: float | None
+    best_val_accuracy: float | None
+    interrupted: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain data ``train`` returns; a file not written is None."""
+        saved = self.record.epochs_done > 0
+        return {
+            "model": str(self.files.best) if self.best_written else None,
+            "last": str(self.files.last) if saved else None,
+            "history": str(self.files.history) if saved else None,
+            "curves": str(self.files.curves) if saved else None,
+            "epochs_done": self.record.epochs_done,
+            "epochs_asked": self.record.epochs_asked,
+            "best_val_loss": self.best_val_loss,
+            "best_val_accuracy": self.best_val_accuracy,
+            "interrupted": self.interrupted,
+            "seconds": self.seconds,
+        }
+
+
+class StepProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, counting the steps that ran, never more than an epoch has.
+
+    With several steps per call into the backend, Keras reports the last step a call
+    could have run, so an epoch of one step showed ``16/1`` and a bar 16 times too wide.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.target is not None:
+            batch = min(batch, self.target - 1)
+        super().on_train_batch_end(batch, logs)
+
+
+def fit_and_save(
+    model: keras.Model,
+    data: Dataset,
+    record: TrainingRecord,
+    *,
+    files: RunFiles,
+    info: ModelInfo,
+    options: FitOptions,
+    inputs: tuple[np.ndarray, np.ndarray | None] | None = None,
+    saved_model: keras.Model | None = None,
+    epochs: int | None = None,
+    last_on_disk: bool = False,
+    best_on_disk: bool = False,
+) -> FitOutcome:
+    """Fit the compiled ``model`` from ``record.epochs_done`` to ``record.epochs_asked``.
+
+    Args:
+        model: the compiled model to fit.
+        data: the data set; its labels are the targets.
+        record: the run so far (its epochs and history continue).
+        files: where the checkpoints go; info: the metadata saved with them.
+        options: batch size, class weights, patience, verbosity, callbacks.
+        inputs: what to feed instead of the images (train, validation), such as
+            cached backbone features for a new head.
+        saved_model: the model to save when it is not ``model`` (the whole network
+            when ``model`` is only its head).
+        epochs: the epoch to stop at, when this fit is one stage of the run
+            (default: ``record.epochs_asked``).
+        last_on_disk, best_on_disk: whether ``files.last`` holds ``record`` already,
+            and ``files.best`` the best of its epochs (a resumed run, a later stage).
+    """
+    if data.skipped:
+        write_json(files.skipped, [vars(s) for s in data.skipped])
+    train_x, val_x = inputs or (data.train.images, data.val.images if data.val else None)
+    validation = (val_x, data.val.labels) if data.val else None
+    checkpoints = Checkpoints(
+        files,
+        info,
+        record,
+        bool(validation),
+        saved_model=saved_model,
+        last_on_disk=last_on_disk,
+        best_on_disk=best_on_disk,
+    )
+    callbacks: list[keras.callbacks.Callback] = [checkpoints]
+    if validation is not None and options.patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience)
+        )
+    callbacks += options.callbacks
+    if options.verbose:
+        callbacks.append(StepProgress())
+    weights = _balanced_weights(data.train.labels) if options.class_weight else None
+    start = time.perf_counter()
+    with _stop_on_sigint(model) as interrupted:
+        model.fit(
+            train_x,
+            data.train.labels,
+            batch_size=options.batch_size,
+            epochs=epochs or record.epochs_asked,
+            initial_epoch=record.epochs_done,
+            validation_data=validation,
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=options.verbose,
+        )
+    return FitOutcome(
+        record=checkpoints.record,
+        files=files,
+        best_written=checkpoints.best_written,
+        best_val_loss=checkpoints.best_val_loss,
+        best_val_accuracy=checkpoints.best_val_accuracy,
+        interrupted=interrupted.is_set,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def fit_with_checkpoints(
+    model: keras.Model,
+    data: Dataset,
+    *,
+    out: Path,
+    info: ModelInfo,
+    training: dict[str, Any],
+    history: dict[str, list[float]],
+    epochs: int,
+    batch_size: int,
+    class_weight: str | None = None,
+    patience: int = 5,
+    verbose: int = 1,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    inputs: tuple[np.ndarray, np.ndarray | None] | None = None,
+    saved_model: keras.Model | None = None,
+) -> dict[str, Any]:
+    """``fit_and_save`` with the training record as a dict, as imgrec 0.1 called it.
+
+    Args:
+        training: the record's JSON form (see ``TrainingRecord``).
+        history: the epochs done so far, per metric; extended in place.
+        epochs: the total epochs to reach; ``training["epochs_done"]`` are done.
+        The others: see ``fit_and_save`` and ``FitOptions``.
+    """
+    record = TrainingRecord.from_json({"epochs_asked": epochs} | training | {"history": history})
+    files = RunFiles.for_model(out)
+    options = FitOptions(batch_size, class_weight, patience, verbose, tuple(callbacks or ()))
+    outcome = fit_and_save(
+        model,
+        data,
+        record,
+        files=files,
+        info=info,
+        options=options,
+        inputs=inputs,
+        saved_model=saved_model,
+        epochs=epochs,
+        last_on_disk=files.last.is_file() and bool(history),
+        best_on_disk=files.best.is_file() and bool(history),
+    )
+    history.clear()
+    history.update(outcome.record.history)
+    training.update(outcome.record.to_json())
+    return outcome.to_dict()
+
+
+def _balanced_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels)
+    return {c: len(labels) / (len(counts) * n) for c, n in enumerate(counts) if n}
+
+
+class _Flag:
+    is_set = False
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(model: keras.Model) -> Iterator[_Flag]:
+    """First Ctrl-C: finish the batch, save, return. Second Ctrl-C: stop at once."""
+    flag = _Flag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum, frame):
+        flag.is_set = True
+        model.stop_training = True
+        print(
+            "\nimgrec: stopping after this batch; an unfinished epoch is not counted "
+            "(Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
