@@ -6,9 +6,9 @@ import os
 from typing import Any
 
 from imgrec.datasets import Dataset
-from imgrec.models.chapter import build_seed, get_seed_architecture
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
+from imgrec.models.registry import create_model, get_model_entry
 from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
 from imgrec.training.checkpoints import RunFiles
 from imgrec.training.data import data_report, load_training_data
@@ -28,11 +28,11 @@ def train_chapter_network(
     image_size: tuple[int, int] | None = None,
     augment: str = "",
 ) -> dict[str, Any]:
-    """Build the seed network ``arch`` for ``dataset`` and train it with its recipe.
+    """Build the chapter network ``arch`` for ``dataset`` and train it with its recipe.
 
     Args:
         dataset: a data set name or path, or a loaded one.
-        arch: a seed architecture's name.
+        arch: the name of one of the chapter's networks.
         files: where the run writes; split, options: see ``SplitSettings``, ``FitOptions``.
         epochs, lr: override the architecture's recipe.
         image_size: the size photo folders are decoded at (default: the network's).
@@ -41,13 +41,13 @@ def train_chapter_network(
     Returns:
         ``train``'s result: the fit's outcome and the data set's report.
     """
-    architecture = get_seed_architecture(arch)
+    architecture = get_model_entry(arch).chapter
     default_height, default_width, _ = architecture.default_input_shape
     data = load_training_data(
         dataset, split, image_size=image_size or None, folder_size=(default_height, default_width)
     )
     augment_spec = parse_augment(augment)
-    model = build_seed(
+    model = create_model(
         architecture.name,
         input_shape=data.train.images.shape[1:],
         num_classes=len(data.class_names),

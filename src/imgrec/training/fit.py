@@ -32,8 +32,7 @@ import keras
 
 from imgrec.core.errors import ImgrecError
 from imgrec.datasets import Dataset
-from imgrec.models.chapter import get_seed_architecture
-from imgrec.models.zoo import get_entry
+from imgrec.models.registry import ZOO_KIND, get_model_entry, is_model
 from imgrec.training.chapter_run import train_chapter_network
 from imgrec.training.checkpoints import RunFiles, companion_path
 from imgrec.training.data import data_report, load_training_data
@@ -96,7 +95,7 @@ def train(
 
     Args:
         dataset: a data set name or path (see ``imgrec datasets``), or a loaded one.
-        arch: a seed architecture (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``,
+        arch: one of the chapter's networks (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``,
             ``vgg-bn``) or a zoo network for transfer learning (``mobilenet_v2``).
         out: the best model (``.keras``; default ``model.keras``, on resume the run's
             own beside ``resume``); ``.last.keras``, ``.history.json``,
@@ -178,8 +177,7 @@ def _train_transfer(
     unfreeze_from: str | None,
 ) -> dict[str, Any]:
     """Load the data for a zoo network and hand over to ``train_transfer``."""
-    entry = get_entry(arch)
-    backbone_size = image_size or (entry.input_size, entry.input_size)
+    backbone_size = image_size or get_model_entry(arch).input_size
     # Photos are decoded at the backbone's size; array data sets keep theirs and the
     # model resizes them up (a cache of Fashion-MNIST at 224 x 224 would take 10 GB).
     data = load_training_data(dataset, split, folder_size=backbone_size)
@@ -207,14 +205,5 @@ def _train_transfer(
 
 
 def is_transfer_architecture(arch: str) -> bool:
-    """Whether ``arch`` names a zoo network (transfer learning), not a seed network."""
-    try:
-        get_seed_architecture(arch)
-        return False
-    except ImgrecError:
-        pass
-    try:
-        get_entry(arch)
-        return True
-    except ImgrecError:
-        return False
+    """Whether ``arch`` names a zoo network (transfer learning), not a chapter network."""
+    return is_model(arch) and get_model_entry(arch).kind == ZOO_KIND

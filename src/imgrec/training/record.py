@@ -69,7 +69,7 @@ class TrainingRecord:
     """One training run: its settings, its data, and its progress epoch by epoch.
 
     Args:
-        architecture: the network (a seed architecture or a zoo network's name).
+        architecture: the network (a chapter network's or a zoo network's name).
         dataset: the data it trained on.
         epochs_asked: the epochs the run is to reach.
         batch_size: images per step (the learning-rate schedule counts steps).

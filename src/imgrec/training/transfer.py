@@ -40,7 +40,7 @@ from imgrec.datasets import Dataset
 from imgrec.models.metadata import ModelInfo
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
-from imgrec.models.zoo import get_entry
+from imgrec.models.registry import get_model_entry
 from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
 from imgrec.training.checkpoints import RunFiles
 from imgrec.training.loop import (
@@ -221,8 +221,8 @@ def train_transfer(
         raise ImgrecError(f"--transfer must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if (freeze is not None or unfreeze_from is not None) and strategy != "finetune":
         raise ImgrecError("--freeze and --unfreeze-from go with --transfer finetune")
-    entry = get_entry(arch)
-    size = image_size or (entry.input_size, entry.input_size)
+    entry = get_model_entry(arch)
+    size = image_size or entry.input_size
     augment_spec = parse_augment(augment)
     model, origin = _build(entry.name, size, strategy, data, augmentation_layer(augment_spec, seed))
     files = RunFiles.for_model(out)
