@@ -135,7 +135,7 @@ def _cached_onnx(
                 file=sys.stderr,
             )
         try:
-            export(source, path, format="onnx")
+            export(source, path, format="onnx", isolate=True)
         except ModelError as err:
             if strict:
                 raise
