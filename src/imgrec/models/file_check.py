@@ -448,7 +448,7 @@ def check_model_shapes(path: str | os.PathLike, model: Any) -> None:
 
     pending = list(getattr(model, "layers", []))
     while pending:
-        layer = pending.pop()
+        layer = pending.pop(0)
         pending.extend(getattr(layer, "layers", []))
         try:
             outputs = keras.tree.flatten(layer.output)
@@ -456,4 +456,4 @@ def check_model_shapes(path: str | os.PathLike, model: Any) -> None:
             continue  # a layer used more than once has no one output; its uses are checked
         for tensor in outputs:
             shape = [None if d is None else int(d) for d in tensor.shape]
-            _check_shapes(Path(path), shape, f"layer {layer.name!r}", batch=True)
+            _check_shapes(Path(path), shape, f"the output of layer {layer.name!r}", batch=True)
