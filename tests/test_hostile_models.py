@@ -22,6 +22,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -426,3 +427,31 @@ def test_the_cli_survives_a_crashing_converter(tmp_path):
     (line,) = imgrec_error_lines(done.stderr)
     assert "the onnx export crashed (signal 11, SIGSEGV)" in line
     assert not out.exists()
+
+
+# --- The server -----------------------------------------------------------------------
+
+
+def test_the_server_refuses_hostile_files_and_survives_a_crashing_converter(
+    hostile_files, tmp_path, crashing_converter
+):
+    """``imgrec serve --models``: 422 with the reason for each; a crash falls back to Keras."""
+    from fastapi.testclient import TestClient
+
+    from imgrec.web.app import create_app
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    hostile = ("activation-plot_model", "input-60000-squared", "zip-bomb")
+    for name in hostile:
+        shutil.copy(hostile_files[name][0], folder / f"{name}.keras")
+    tiny_file(folder / "crashy.keras", seed=13)
+    client = TestClient(create_app(folder))
+    for name in hostile:
+        response = client.post("/api/predict", data={"model": f"{name}.keras", "sample": "chelsea"})
+        assert response.status_code == 422, response.text
+        assert f"{name}.keras" in response.json()["error"]
+    response = client.post("/api/predict", data={"model": "crashy.keras", "sample": "chelsea"})
+    assert response.status_code == 200, response.text
+    assert response.json()["runtime"] == "keras"
+    assert client.get("/api/models").status_code == 200  # still serving

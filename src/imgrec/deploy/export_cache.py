@@ -12,6 +12,13 @@ protobuf data, not pickles: reading one runs no code, so a damaged or tampered f
 costs a re-export, not safety. When the export cannot be made (another backend than
 TensorFlow, an operation ONNX lacks), ``auto`` says why and runs Keras.
 
+Exports made here run their converter in a child process
+(``imgrec.deploy.converter_process``): the model may come from a user's file (a
+``.keras`` path, or the model a server loaded from one), and a converter that
+crashes on it (a signal) must not take the command or the server with it; the crash
+is then one more reason for ``auto`` to run Keras. A current export in the cache
+starts no process.
+
 This module is the only caller of ``export`` besides the user.
 """
 
