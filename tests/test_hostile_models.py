@@ -36,6 +36,7 @@ import pytest
 
 from imgrec.core.errors import ModelError, UnsafeFileError
 from imgrec.core.samples import sample_path
+from imgrec.deploy import converter_process
 from imgrec.deploy.converter_process import CRASH_HOOK
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.exporter import export
@@ -427,6 +428,21 @@ def test_the_cli_survives_a_crashing_converter(tmp_path):
     (line,) = imgrec_error_lines(done.stderr)
     assert "the onnx export crashed (signal 11, SIGSEGV)" in line
     assert not out.exists()
+
+
+def test_a_cached_export_starts_no_process(tmp_path, monkeypatch, capsys):
+    """The first ``auto`` run converts in a child; later ones only open the cached file."""
+    path = tiny_file(tmp_path / "warm.keras", seed=14)
+    first = load_runtime(path, "auto")
+    assert not isinstance(first, KerasRuntime), capsys.readouterr().err
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(converter_process.subprocess, "run", no_process)
+    monkeypatch.setattr(converter_process.subprocess, "Popen", no_process)
+    second = load_runtime(path, "auto")
+    assert second.path == first.path
 
 
 # --- The server -----------------------------------------------------------------------
