@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,10 +93,19 @@ def convert_in_child(
         )
         result_file = folder / "result.json"
         result = json.loads(result_file.read_text()) if result_file.is_file() else None
+    if result is None or "error" in result:
+        _remove(Path(out))  # what a failed or crashed converter may have half written
     if result is None:
         raise ModelError(_failure(name, format, done.returncode, done.stderr))
     if "error" in result:
         raise _error_type(result["error"])(result["message"])
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _child_environment() -> dict[str, str]:
