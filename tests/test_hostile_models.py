@@ -34,6 +34,7 @@ import h5py
 import keras
 import pytest
 
+import imgrec.deploy.exporter
 from imgrec.core.errors import ModelError, UnsafeFileError
 from imgrec.core.samples import sample_path
 from imgrec.deploy import converter_process
@@ -443,6 +444,18 @@ def test_a_cached_export_starts_no_process(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(converter_process.subprocess, "Popen", no_process)
     second = load_runtime(path, "auto")
     assert second.path == first.path
+
+
+def test_a_zoo_network_named_by_name_is_exported_in_process(tmp_path, monkeypatch):
+    """imgrec's own networks need no child process (it costs a TensorFlow start-up)."""
+    monkeypatch.setenv("IMGREC_HOME", str(tmp_path))  # an empty cache: an export is made
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("converted in a child process")
+
+    monkeypatch.setattr(imgrec.deploy.exporter, "convert_in_child", no_child)
+    runtime = load_runtime("mobilenet_v2", "onnx", verbose=False)
+    assert runtime.path.parent == tmp_path / "onnx"
 
 
 # --- The server -----------------------------------------------------------------------
