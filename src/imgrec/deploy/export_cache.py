@@ -12,6 +12,13 @@ protobuf data, not pickles: reading one runs no code, so a damaged or tampered f
 costs a re-export, not safety. When the export cannot be made (another backend than
 TensorFlow, an operation ONNX lacks), ``auto`` says why and runs Keras.
 
+Exports made here, but those of a zoo network named by its name, run their
+converter in a child process (``imgrec.deploy.converter_process``): the model may
+come from a user's file (a ``.keras`` path, or the model a server loaded from one),
+and a converter that crashes on it (a signal) must not take the command or the
+server with it; the crash is then one more reason for ``auto`` to run Keras. A
+current export in the cache starts no process.
+
 This module is the only caller of ``export`` besides the user.
 """
 
@@ -95,6 +102,10 @@ def _is_keras_file(model: object) -> bool:
     return isinstance(model, str | os.PathLike) and str(model).endswith(".keras")
 
 
+def _is_zoo_name(model: object) -> bool:
+    return isinstance(model, str | os.PathLike) and not _is_keras_file(model)
+
+
 def _keras_model(model: ModelSource, weights: str | os.PathLike | None) -> keras.Model:
     return model if isinstance(model, keras.Model) else load_model(model, weights=weights)
 
@@ -135,7 +146,8 @@ def _cached_onnx(
                 file=sys.stderr,
             )
         try:
-            export(source, path, format="onnx")
+            # A zoo network is imgrec's own code: no need to pay for a child process.
+            export(source, path, format="onnx", isolate=not _is_zoo_name(model))
         except ModelError as err:
             if strict:
                 raise

@@ -10,12 +10,11 @@ model beside the Keras model before it keeps the file:
 - with a validation data set, the accuracy of both, so that what quantization
   (``fp16``, ``int8``) costs is a measured number.
 
-The forward pass is exported in inference mode (``model(x, training=False)``), so
-random augmentation layers are the identity and dropout is off. Keras's own
-``model.export`` calls the model without ``training`` and so keeps the random
-augmentation layers in training mode: the ONNX file it writes for a model that
-augments holds random operations that ONNX Runtime cannot run, and its SavedModel
-gives different answers on every call.
+The formats are one table (``imgrec.deploy.converters.FORMATS``): the suffix each
+takes, the converter that writes it and the runtime that runs it for the checks. A
+model from a ``.keras`` file, which a user supplied, is converted in a child process
+(``imgrec.deploy.converter_process``): a converter that crashes on it raises
+``ModelError`` instead of ending the caller's process.
 
 The exported model takes what the Keras model takes: a float32 ``N x H x W x C``
 batch (channels last) that the model's preprocessing produced. That recipe, the
@@ -32,8 +31,8 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,10 @@ from imgrec.core.metrics import classification_metrics
 from imgrec.core.samples import SAMPLES, sample_path
 from imgrec.core.storage import atomic_path, write_bytes_atomic
 from imgrec.datasets import Dataset, evaluation_split
-from imgrec.deploy.runtime import KerasRuntime, OnnxRuntime, Runtime, predict_probabilities
+from imgrec.deploy.converter_process import convert_in_child
+from imgrec.deploy.converters import FORMATS as FORMAT_TABLE
+from imgrec.deploy.converters import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, converting
+from imgrec.deploy.runtime import KerasRuntime, Runtime, predict_probabilities
 from imgrec.deploy.sidecar import (
     SIDECAR_FORMAT,
     exporter_versions,
@@ -55,17 +57,15 @@ from imgrec.deploy.sidecar import (
     sidecar_path,
     weights_digest,
 )
+from imgrec.models.file_check import check_keras_archive
 from imgrec.models.loading import load_model
-from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
+from imgrec.models.metadata import ModelInfo, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.training.held_out import load_held_out
 
 FORMATS = EXPORT_FORMATS
-ONNX_OPSET = 17
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+SUFFIXES = {f.name: f.suffix for f in FORMAT_TABLE.values() if f.suffix is not None}
 FP32_TOLERANCE = 1e-4
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 # int8 calibration: enough images to see each activation's range, few enough to be quick.
 CALIBRATION_IMAGES = 200
 # Images per forward pass when the accuracy before and after the export is measured.
@@ -82,6 +82,7 @@ def export(
     quantize: str | None = None,
     val: str | os.PathLike | Dataset | None = None,
     weights: str | os.PathLike | None = None,
+    isolate: bool | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` to ``out``, check it against Keras, and write its sidecar.
 
@@ -99,6 +100,10 @@ def export(
             models' accuracy on its test split (else its validation split) is
             measured and reported.
         weights: for a zoo name, a weights file to use instead of looking for one.
+        isolate: convert in a child process, where a converter's crash (a signal)
+            becomes a ``ModelError``; ``None``: for a ``.keras`` file. A model in
+            memory goes to the child as a temporary ``.keras`` file when it holds
+            only Keras's own objects, and is converted here otherwise.
 
     Returns:
         ``format``, ``quantize``, ``path``, ``sidecar``, ``bytes``, ``seconds`` (the
@@ -111,63 +116,31 @@ def export(
     Raises:
         ImgrecError: an unknown format or quantization, or one that does not go with
             the format; an ``out`` of the wrong kind.
-        ModelError: the model cannot be had, cannot be converted, or its float32
-            export disagrees with Keras beyond ``FP32_TOLERANCE`` (nothing is written).
+        ModelError: the model cannot be had, cannot be converted (or its converter
+            crashed), or its float32 export disagrees with Keras beyond
+            ``FP32_TOLERANCE`` (nothing is written).
         DatasetError: ``val`` cannot be read, or its classes are not the model's.
     """
     out = _check_options(Path(out), format, quantize)
-    from_file = isinstance(model, str | os.PathLike) and str(model).endswith(".keras")
-    source_file = Path(model) if from_file else None
+    source_file = Path(model) if _is_keras_file(model) else None
     keras_model = model if isinstance(model, keras.Model) else load_model(model, weights=weights)
-    if keras.backend.backend() != "tensorflow":
-        raise ModelError(
-            f"exporting needs Keras's TensorFlow backend; this one is {keras.backend.backend()}"
-        )
+    _require_tensorflow()
     reference = KerasRuntime(keras_model)
     dataset = _load_val(val, reference) if val is not None else None
     calibration, calibration_note = (
         _calibration_images(reference, dataset) if quantize == "int8" else (None, None)
     )
+    conversion = _Conversion(keras_model, source_file, format, quantize, calibration)
     start = time.perf_counter()
     with _staging(out, format) as staged:
-        _CONVERTERS[format](keras_model, staged, quantize, calibration)
-        # A file its runtime cannot load or run (an operation it lacks) is a failed
-        # conversion too.
-        exported = _converting(
-            keras_model, format, lambda: _RUNNERS[format](staged, reference.info)
-        )
-        check = _converting(keras_model, format, lambda: compare_on_samples(reference, exported))
-        if quantize is None and check["max_abs_diff"] > FP32_TOLERANCE:
-            raise ModelError(
-                f"{reference.info.name}: the {format} export differs from Keras by "
-                f"{check['max_abs_diff']:.2g} in probability on {check['inputs']} (more "
-                f"than {FP32_TOLERANCE:g}); nothing was written"
-            )
-        accuracy = _accuracy_change(reference, exported, dataset) if dataset else None
+        conversion.run(staged, isolate=source_file is not None if isolate is None else isolate)
+        check, accuracy = _check_export(reference, staged, format, quantize, dataset)
         digest = file_digest(staged) if staged.is_file() else None
     seconds = time.perf_counter() - start
     check["tolerance"] = FP32_TOLERANCE if quantize is None else None
-    sidecar = {
-        "imgrec_export": SIDECAR_FORMAT,
-        "format": format,
-        "quantize": quantize,
-        "file": out.name,
-        "sha256": digest,
-        "model": reference.info.to_config(),
-        "input": _input_description(reference),
-        "output": _output_description(keras_model, reference.info),
-        "source": {
-            "name": reference.info.name,
-            "file": str(source_file.resolve()) if source_file else None,
-            "file_sha256": file_digest(source_file) if source_file else None,
-            "weights_sha256": weights_digest(keras_model),
-        },
-        "exporter": {**exporter_versions(), "onnx_opset": ONNX_OPSET},
-        "check": check,
-        "accuracy": accuracy,
-        "calibration": calibration_note,
-    }
-    write_bytes_atomic(sidecar_path(out), json.dumps(sidecar, indent=1).encode())
+    outcome = {"check": check, "accuracy": accuracy, "calibration": calibration_note}
+    description = _model_description(keras_model, reference, source_file)
+    _write_sidecar(out, {"format": format, "quantize": quantize}, digest, description, outcome)
     return {
         "format": format,
         "quantize": quantize,
@@ -175,9 +148,78 @@ def export(
         "sidecar": str(sidecar_path(out)),
         "bytes": _size(out),
         "seconds": seconds,
-        "check": check,
-        "accuracy": accuracy,
-        "calibration": calibration_note,
+        **outcome,
+    }
+
+
+def _write_sidecar(
+    out: Path,
+    options: dict[str, Any],
+    digest: str | None,
+    description: dict[str, Any],
+    outcome: dict[str, Any],
+) -> None:
+    """The JSON sidecar beside ``out``, in the order its readers have always seen."""
+    sidecar = {
+        "imgrec_export": SIDECAR_FORMAT,
+        **options,
+        "file": out.name,
+        "sha256": digest,
+        **description,
+        "exporter": {**exporter_versions(), "onnx_opset": ONNX_OPSET},
+        **outcome,
+    }
+    write_bytes_atomic(sidecar_path(out), json.dumps(sidecar, indent=1).encode())
+
+
+def _require_tensorflow() -> None:
+    if keras.backend.backend() != "tensorflow":
+        raise ModelError(
+            f"exporting needs Keras's TensorFlow backend; this one is {keras.backend.backend()}"
+        )
+
+
+def _is_keras_file(model: object) -> bool:
+    return isinstance(model, str | os.PathLike) and str(model).endswith(".keras")
+
+
+def _check_export(
+    reference: Runtime, staged: Path, format: str, quantize: str | None, dataset: Dataset | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Run the written export beside Keras: the sample check, and the accuracy on ``dataset``.
+
+    Raises:
+        ModelError: the export cannot be loaded or run (an operation its runtime
+            lacks is a failed conversion too), or, unquantized, it differs from Keras
+            by more than ``FP32_TOLERANCE``.
+    """
+    name = reference.info.name
+    exported = converting(name, format, lambda: FORMAT_TABLE[format].runner(staged, reference.info))
+    check = converting(name, format, lambda: compare_on_samples(reference, exported))
+    if quantize is None and check["max_abs_diff"] > FP32_TOLERANCE:
+        raise ModelError(
+            f"{name}: the {format} export differs from Keras by "
+            f"{check['max_abs_diff']:.2g} in probability on {check['inputs']} (more "
+            f"than {FP32_TOLERANCE:g}); nothing was written"
+        )
+    accuracy = _accuracy_change(reference, exported, dataset) if dataset else None
+    return check, accuracy
+
+
+def _model_description(
+    model: keras.Model, reference: Runtime, source_file: Path | None
+) -> dict[str, Any]:
+    """The sidecar's ``model``, ``input``, ``output`` and ``source`` entries."""
+    return {
+        "model": reference.info.to_config(),
+        "input": _input_description(reference),
+        "output": _output_description(model, reference.info),
+        "source": {
+            "name": reference.info.name,
+            "file": str(source_file.resolve()) if source_file else None,
+            "file_sha256": file_digest(source_file) if source_file else None,
+            "weights_sha256": weights_digest(model),
+        },
     }
 
 
@@ -230,14 +272,15 @@ def _check_options(out: Path, format: str, quantize: str | None) -> Path:
         raise ImgrecError(
             f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}"
         )
-    if quantize is not None and format == "savedmodel":
-        raise ImgrecError("--quantize applies to onnx and tflite exports, not to savedmodel")
-    suffix = SUFFIXES.get(format)
+    if quantize is not None and not FORMAT_TABLE[format].quantizable:
+        quantizable = " and ".join(f.name for f in FORMAT_TABLE.values() if f.quantizable)
+        raise ImgrecError(f"--quantize applies to {quantizable} exports, not to {format}")
+    suffix = FORMAT_TABLE[format].suffix
     if suffix is not None and out.suffix != suffix:
         raise ImgrecError(f"{out}: a {format} export must end in {suffix}")
     if suffix is not None and out.is_dir():
         raise ImgrecError(f"{out}: is a folder; give a file name ending in {suffix}")
-    if format == "savedmodel" and out.exists():
+    if suffix is None and out.exists():
         replaceable = out.is_dir() and (
             (out / "saved_model.pb").is_file() or not any(out.iterdir())
         )
@@ -249,7 +292,7 @@ def _check_options(out: Path, format: str, quantize: str | None) -> Path:
 @contextlib.contextmanager
 def _staging(out: Path, format: str) -> Iterator[Path]:
     """A temporary path beside ``out`` that replaces it on success, never half-written."""
-    if format != "savedmodel":
+    if FORMAT_TABLE[format].suffix is not None:  # a file, not a folder
         with atomic_path(out) as tmp:
             yield tmp
         return
@@ -274,161 +317,57 @@ def _size(path: Path) -> int:
 # --- Conversion --------------------------------------------------------------------------
 
 
-def _serving_function(model: keras.Model):
-    """The inference-mode forward pass as a ``tf.function``, and its input signature."""
-    import tensorflow as tf
+@dataclass(frozen=True)
+class _Conversion:
+    """One model to convert to one format, here or in a child process."""
 
-    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)
+    model: keras.Model
+    source_file: Path | None
+    format: str
+    quantize: str | None
+    calibration: np.ndarray | None
 
-    # Nothing to convert (no Python control flow), and AutoGraph warns about closures.
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve(x):
-        return {OUTPUT_NAME: model(x, training=False)}
+    def run(self, staged: Path, isolate: bool) -> None:
+        """Write the export at ``staged``; in a child process when ``isolate`` allows it."""
+        if not isolate:
+            self.here(staged)
+        elif self.source_file is not None:
+            self.in_child(self.source_file, staged)
+        else:
+            with tempfile.TemporaryDirectory(prefix="imgrec-export-") as folder:
+                copy = Path(folder) / "model.keras"
+                if self._saved_for_child(copy):
+                    self.in_child(copy, staged)
+                else:
+                    self.here(staged)
 
-    return serve, spec
-
-
-def _write_saved_model(model: keras.Model, path: Path) -> None:
-    serve, spec = _serving_function(model)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", serve, input_signature=[spec])
-    archive.write_out(str(path), verbose=False)
-
-
-def _to_savedmodel(model: keras.Model, path: Path, quantize: None, calibration: None) -> None:
-    _converting(model, "savedmodel", lambda: _write_saved_model(model, path))
-
-
-def _to_onnx(
-    model: keras.Model, path: Path, quantize: str | None, calibration: np.ndarray | None
-) -> None:
-    import onnx
-    import tf2onnx
-
-    serve, spec = _serving_function(model)
-    proto, _ = _converting(
-        model,
-        "onnx",
-        lambda: tf2onnx.convert.from_function(serve, input_signature=[spec], opset=ONNX_OPSET),
-    )
-    if quantize == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        # Inputs and outputs stay float32: callers feed the same batches as before.
-        proto = convert_float_to_float16(proto, keep_io_types=True)
-    if quantize != "int8":
-        onnx.save(proto, str(path))
-        return
-    from onnxruntime.quantization import QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as folder:
-        float_file, prepared = Path(folder) / "float.onnx", Path(folder) / "prepared.onnx"
-        onnx.save(proto, str(float_file))
-        # Folds constants and fuses batch norms first, as ONNX Runtime advises; the
-        # symbolic shape pass needs sympy and adds nothing for fixed image sizes.
-        quant_pre_process(str(float_file), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(path),
-            _CalibrationReader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
+    def here(self, staged: Path) -> None:
+        convert = FORMAT_TABLE[self.format].convert
+        converting(
+            model_info(self.model).name,
+            self.format,
+            lambda: convert(self.model, staged, self.quantize, self.calibration),
         )
 
+    def in_child(self, model_file: Path, staged: Path) -> None:
+        name = model_info(self.model).name
+        convert_in_child(
+            model_file, self.format, staged, self.quantize, self.calibration, name=name
+        )
 
-def _to_tflite(
-    model: keras.Model, path: Path, quantize: str | None, calibration: np.ndarray | None
-) -> None:
-    import tensorflow as tf
+    def _saved_for_child(self, copy: Path) -> bool:
+        """Save the model for the child; False when the child could not load it.
 
-    def convert() -> bytes:
-        with tempfile.TemporaryDirectory() as folder:
-            saved = Path(folder) / "saved_model"
-            _write_saved_model(model, saved)
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-            if quantize is not None:
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            if quantize == "fp16":
-                converter.target_spec.supported_types = [tf.float16]
-            if quantize == "int8":
-                # Integer kernels where TFLite has them; input and output stay float32.
-                converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-            return converter.convert()
-
-    path.write_bytes(_converting(model, "tflite", convert))
-
-
-def _converting(model: keras.Model, format: str, convert: Callable[[], Any]) -> Any:
-    """Run a converter; its failures (of many types) become a ModelError naming the model."""
-    try:
-        return convert()
-    except Exception as err:  # converters raise anything from ValueError to ConverterError
-        raise ModelError(
-            f"{model_info(model).name}: cannot convert to {format} ({type(err).__name__}: {err})"
-        ) from err
-
-
-class _CalibrationReader:
-    """Feeds calibration images to ONNX Runtime's quantizer, one at a time."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self._images = iter(images)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        image = next(self._images, None)
-        return None if image is None else {INPUT_NAME: image[None]}
-
-
-_CONVERTERS = {"onnx": _to_onnx, "tflite": _to_tflite, "savedmodel": _to_savedmodel}
-
-
-# --- Running the exports beside Keras ----------------------------------------------------
-
-
-class _TFLiteRuntime(Runtime):
-    """A ``.tflite`` file run by TensorFlow's TFLite interpreter."""
-
-    name = "tflite"
-
-    def __init__(self, path: Path, info: ModelInfo) -> None:
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            # tf.lite.Interpreter warns that LiteRT (ai-edge-litert) replaces it; it
-            # still runs every file, and LiteRT is not a dependency of imgrec.
-            warnings.simplefilter("ignore", UserWarning)
-            interpreter = tf.lite.Interpreter(model_path=str(path))
-        self._run = interpreter.get_signature_runner("serving_default")
-        super().__init__(info, interpreter.get_input_details()[0]["shape_signature"][1:])
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return class_probabilities(self._run(**{INPUT_NAME: batch})[OUTPUT_NAME])
-
-
-class _SavedModelRuntime(Runtime):
-    """A SavedModel folder run by TensorFlow, through its serving signature."""
-
-    name = "savedmodel"
-
-    def __init__(self, path: Path, info: ModelInfo) -> None:
-        import tensorflow as tf
-
-        self._loaded = tf.saved_model.load(str(path))  # keeps the variables alive
-        self._serve = self._loaded.signatures["serving_default"]
-        _, inputs = self._serve.structured_input_signature
-        super().__init__(info, inputs[INPUT_NAME].shape[1:])
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return class_probabilities(self._serve(**{INPUT_NAME: batch})[OUTPUT_NAME].numpy())
-
-
-_RUNNERS: dict[str, Callable[[Path, ModelInfo], Runtime]] = {
-    "onnx": OnnxRuntime,
-    "tflite": _TFLiteRuntime,
-    "savedmodel": _SavedModelRuntime,
-}
+        A model with layers of the caller's own (not Keras's) can be saved, but the
+        child, which loads only what a model file may hold, would refuse it: such a
+        model comes from the caller's code, not from a file, and is converted here.
+        """
+        try:
+            self.model.save(copy)
+            check_keras_archive(copy)
+        except (ImgrecError, ValueError, TypeError, NotImplementedError):
+            return False
+        return True
 
 
 def _load_val(val: str | os.PathLike | Dataset, reference: Runtime) -> Dataset:

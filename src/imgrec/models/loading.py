@@ -4,7 +4,10 @@ A ``.keras`` file is a zip that Keras writes (config, weights, optimizer state);
 imgrec adds one member, ``imgrec.json``, holding the ``ModelInfo`` (class names,
 preprocessing, origin). Keras ignores the extra member, so the file stays an
 ordinary Keras model for anyone else. Files are loaded with ``safe_mode=True``:
-a ``Lambda`` layer's pickled code is refused, never run.
+a ``Lambda`` layer's pickled code is refused, never run. Before Keras reads a file,
+``imgrec.models.file_check`` checks it: only Keras's own objects, each where it
+belongs, declared shapes within the image caps, no zip bomb; and once built, no
+layer's output beyond those caps.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import keras
 
 from imgrec.core.errors import ModelError
 from imgrec.core.storage import atomic_path
+from imgrec.models.file_check import check_keras_archive, check_model_shapes
 from imgrec.models.labels import imagenet_class_names
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
@@ -51,16 +55,29 @@ def load_model(
 
 
 def load_keras_file(path: str | os.PathLike, compile: bool = False) -> keras.Model:
-    """Load a ``.keras`` file safely; attach its imgrec metadata, or a stated guess."""
+    """Load a ``.keras`` file safely; attach its imgrec metadata, or a stated guess.
+
+    Args:
+        path: the ``.keras`` file.
+        compile: restore the loss, metrics and optimizer too.
+
+    Raises:
+        ModelError: a missing or damaged file, or one whose declared shapes (or its
+            layers' outputs) are beyond the caps of ``imgrec.models.file_check``.
+        UnsafeFileError: a file that holds objects other than Keras's own, each where
+            it belongs, or a zip bomb.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a .keras model file (it is not a zip archive)")
+    check_keras_archive(path)
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as err:  # Keras raises many types for bad files; name the file
         raise ModelError(f"{path}: cannot load this model ({err})") from err
+    check_model_shapes(path, model)
     return attach_info(model, _read_info(path, model))
 
 
