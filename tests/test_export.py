@@ -29,7 +29,7 @@ from imgrec.datasets import load_dataset
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.exporter import FP32_TOLERANCE, export
 from imgrec.deploy.sidecar import read_sidecar, sidecar_path
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info, class_probabilities, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_backbone
@@ -162,7 +162,9 @@ def test_transfer_model_with_augmentation_exports_as_inference(exports):
 )
 def test_seed_networks_export_to_onnx(arch, shape, classes, exports):
     """Every seed network, grey and colour; catdog-cnn's single sigmoid unit too."""
-    model = build_seed(arch, shape, classes, augmentation=augmentation_layer("flip", seed=0))
+    model = build_chapter_network(
+        arch, shape, classes, augmentation=augmentation_layer("flip", seed=0)
+    )
     names = tuple(f"class {i}" for i in range(classes))
     attach_info(model, ModelInfo(arch, names, Preprocessing(size=shape[:2]), "random"))
     result = export(model, exports / f"{arch}.onnx")

@@ -42,7 +42,7 @@ from imgrec.deploy.converter_process import CRASH_HOOK
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.exporter import export
 from imgrec.deploy.runtime import KerasRuntime
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.file_check import check_model_shapes
 from imgrec.models.loading import load_model, save_model
 from imgrec.models.metadata import ModelInfo, attach_info
@@ -245,7 +245,7 @@ def base_file(tmp_path_factory) -> Path:
     """A small compiled cifar-cnn with a nested augmentation model, saved by imgrec."""
     keras.utils.set_random_seed(0)
     augmentation = augmentation_layer("flip", seed=0)
-    model = build_seed("cifar-cnn", (16, 16, 3), len(CLASSES), augmentation=augmentation)
+    model = build_chapter_network("cifar-cnn", (16, 16, 3), len(CLASSES), augmentation=augmentation)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     attach_info(model, ModelInfo("base", CLASSES, Preprocessing(size=(16, 16)), "random"))
     return save_model(model, tmp_path_factory.mktemp("base") / "base.keras")
@@ -374,7 +374,7 @@ def test_imgrec_predict_exits_1_with_one_line(name, hostile_files):
 def tiny_file(path: Path, seed: int) -> Path:
     """A small model file of its own (exports are cached by content: a new one each)."""
     keras.utils.set_random_seed(seed)
-    model = build_seed("cifar-cnn", (16, 16, 3), len(CLASSES))
+    model = build_chapter_network("cifar-cnn", (16, 16, 3), len(CLASSES))
     attach_info(model, ModelInfo("base", CLASSES, Preprocessing(size=(16, 16)), "random"))
     return save_model(model, path)
 
@@ -405,7 +405,7 @@ def test_auto_runs_keras_when_the_converter_crashes(tmp_path, crashing_converter
 def test_auto_isolates_a_model_in_memory_too(crashing_converter, capsys):
     """The server exports the model it loaded, in memory: that conversion is isolated too."""
     keras.utils.set_random_seed(3)
-    model = build_seed("cifar-cnn", (16, 16, 3), len(CLASSES))
+    model = build_chapter_network("cifar-cnn", (16, 16, 3), len(CLASSES))
     attach_info(model, ModelInfo("in-memory", CLASSES, Preprocessing(size=(16, 16)), "random"))
     runtime = load_runtime(model, "auto")
     assert isinstance(runtime, KerasRuntime)

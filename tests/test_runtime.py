@@ -26,7 +26,7 @@ from imgrec.deploy.export_cache import cache_dir, load_runtime
 from imgrec.deploy.exporter import export
 from imgrec.deploy.runtime import KerasRuntime, OnnxRuntime, predict_probabilities
 from imgrec.deploy.sidecar import sidecar_path
-from imgrec.models.chapter import build_seed
+from imgrec.models.chapter import build_chapter_network
 from imgrec.models.loading import save_model
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
@@ -38,7 +38,7 @@ CLASSES = ("a", "b", "c")
 def tiny_model(seed: int) -> keras.Model:
     """A small cifar-cnn with random weights (``seed``) and imgrec metadata."""
     keras.utils.set_random_seed(seed)
-    model = build_seed("cifar-cnn", (16, 16, 3), len(CLASSES))
+    model = build_chapter_network("cifar-cnn", (16, 16, 3), len(CLASSES))
     return attach_info(model, ModelInfo("tiny", CLASSES, Preprocessing(size=(16, 16)), "random"))
 
 
@@ -189,7 +189,7 @@ def test_a_model_that_cannot_be_exported_runs_on_keras(capsys, monkeypatch):
 def test_evaluate_on_either_runtime_gives_the_same_report():
     digits = load_dataset("digits", val_split=0.1, seed=0, progress=False)
     keras.utils.set_random_seed(4)
-    model = build_seed("cifar-cnn", (8, 8, 1), 10)
+    model = build_chapter_network("cifar-cnn", (8, 8, 1), 10)
     info = ModelInfo("digits", digits.class_names, Preprocessing(size=(8, 8)), "random")
     attach_info(model, info)
     on_keras = imgrec.evaluate(model, digits, runtime="keras")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import keras
 
+from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
 from imgrec.core.storage import atomic_path
 from imgrec.models.file_check import check_keras_archive, check_model_shapes
@@ -26,7 +27,6 @@ from imgrec.models.labels import imagenet_class_names
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_pretrained
-from imgrec.models.zoo import DEFAULT_MODEL
 
 METADATA_MEMBER = "imgrec.json"
 

@@ -22,7 +22,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrec.core.choices import DEFAULT_MODEL  # noqa: F401  (models/loading.py imports it here)
 from imgrec.core.errors import ModelError, WeightsError
 from imgrec.core.storage import imgrec_home, keras_models_dir, write_bytes_atomic
 
