@@ -33,7 +33,7 @@ def main() -> None:
     from imgrec.core.storage import imgrec_home
     from imgrec.datasets import load_dataset
     from imgrec.models.pretrained import load_backbone
-    from imgrec.training.fit import compile_classifier, train
+    from imgrec.training import compile_classifier, train
     from imgrec.training.transfer import build_transfer_model
 
     data = load_dataset("fashion-mnist", limit_per_class=args.limit_per_class, seed=0)

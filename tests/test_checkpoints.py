@@ -31,7 +31,7 @@ from imgrec.datasets import load_dataset
 from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
 from imgrec.training import checkpoints as checkpoints_module
-from imgrec.training.fit import companion_path, train
+from imgrec.training import companion_path, train
 from imgrec.training.held_out import load_held_out
 from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
 

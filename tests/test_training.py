@@ -25,7 +25,7 @@ from imgrec.core.errors import ImgrecError
 from imgrec.datasets import load_dataset
 from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
-from imgrec.training.fit import companion_path, train
+from imgrec.training import companion_path, train
 
 CLASSES = ("blue", "red")  # sorted, as the folder scan names them
 PER_CLASS = 40

@@ -34,39 +34,16 @@ from imgrec.core.errors import ImgrecError
 from imgrec.datasets import Dataset
 from imgrec.models.registry import ZOO_KIND, get_model_entry, is_model
 from imgrec.training.chapter_run import train_chapter_network
-from imgrec.training.checkpoints import RunFiles, companion_path
+from imgrec.training.checkpoints import RunFiles
 from imgrec.training.data import data_report, load_training_data
-from imgrec.training.loop import (
-    FitOptions,
-    compile_classifier,
-    fit_with_checkpoints,
-    steps_per_epoch,
-)
-from imgrec.training.record import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_VAL_SPLIT,
-    SplitSettings,
-    TrainingRecord,
-)
+from imgrec.training.loop import FitOptions
+from imgrec.training.record import DEFAULT_BATCH_SIZE, DEFAULT_VAL_SPLIT, SplitSettings
 from imgrec.training.resume import resume_training
 from imgrec.training.transfer import train_transfer
 
 # Epochs for transfer learning when --epochs is not given.
 TRANSFER_EPOCHS = 10
 DEFAULT_OUT = "model.keras"
-
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_VAL_SPLIT",
-    "TRANSFER_EPOCHS",
-    "TrainingRecord",
-    "companion_path",
-    "compile_classifier",
-    "fit_with_checkpoints",
-    "is_transfer_architecture",
-    "steps_per_epoch",
-    "train",
-]
 
 
 def train(
