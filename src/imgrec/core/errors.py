@@ -18,12 +18,16 @@ class WeightsError(ImgrecError):
     """Pretrained weights could not be found, fetched, read or converted."""
 
 
-class UnsafeFileError(WeightsError):
-    """A file asked to run code or hold objects that imgrec refuses to load."""
-
-
 class ModelError(ImgrecError):
     """A model name or model file that imgrec cannot build or load."""
+
+
+class UnsafeFileError(WeightsError, ModelError):
+    """A file asked to run code or hold objects that imgrec refuses to load.
+
+    A weights file (``.pth``) or a model file (``.keras``) alike: it is both a
+    ``WeightsError`` and a ``ModelError``, so either ``except`` catches it.
+    """
 
 
 class DatasetError(ImgrecError):

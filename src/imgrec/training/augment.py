@@ -37,11 +37,12 @@ import keras
 import numpy as np
 from PIL import Image
 
+from imgrec.core.choices import AUGMENTATIONS
 from imgrec.core.errors import SpecError
 from imgrec.core.images import image_from_array, load_image
 
 # The canonical order: the layers are built, and specs written, in this order.
-NAMES = ("flip", "rotate", "zoom", "shift", "brightness", "contrast")
+NAMES = AUGMENTATIONS
 
 _FILL_MODE = "nearest"  # ImageDataGenerator's default
 

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from imgrec.core.choices import TRANSFER_STRATEGIES
 from imgrec.core.errors import ImgrecError
 from imgrec.core.storage import atomic_path, imgrec_home
 from imgrec.datasets import Dataset
@@ -52,7 +53,7 @@ from imgrec.training.loop import (
 )
 from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
 
-STRATEGIES = ("scratch", "finetune", "head")
+STRATEGIES = TRANSFER_STRATEGIES
 BACKBONE_LAYER = "backbone"
 HEAD_DROPOUT = 0.2
 FINETUNE_LR_FACTOR = 0.1
