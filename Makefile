@@ -49,12 +49,17 @@ system:
 demo: $(STAMP)
 	$(BIN)/python -m imgrec.demo
 
+# Tests run in parallel processes (pytest-xdist), a file's tests in one process: many wait
+# on a child process or a server, so two workers halve the time even on two cores.
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+
 # Lint, the import layers (pyproject.toml's import-linter contract) and the whole suite.
 test: $(STAMP) system
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/lint-imports --no-logo
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The inner loop (under 90 s on two cores): lint, the import layers, and the tests that need
 # no browser, no full data set and no long training.
@@ -62,7 +67,7 @@ check: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/lint-imports --no-logo
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not fashion_mnist"
+	$(PYTEST) -m "not slow and not browser and not fashion_mnist"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

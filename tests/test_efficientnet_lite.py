@@ -40,6 +40,7 @@ def _skimage_photo(name: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+@pytest.mark.slow
 def test_parameter_count_matches_the_weights_file(model, state_dict):
     expected = sum(
         value.size for key, value in state_dict.items() if not key.endswith("num_batches_tracked")
@@ -54,6 +55,7 @@ def test_layer_names_for_cam_and_transfer_learning(model):
     assert model.get_layer("predictions").output.shape == (None, 1000)
 
 
+@pytest.mark.slow
 def test_imagenet_predictions(model):
     batch = lite_preprocessing()([_skimage_photo("chelsea.png"), _skimage_photo("coffee.png")])
     probs = model.predict(batch, verbose=0)
@@ -88,6 +90,7 @@ def test_wrong_shape_is_named_and_nothing_is_assigned(model, state_dict):
     np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(), stem_before)
 
 
+@pytest.mark.slow
 def test_feature_extractor_without_top(state_dict):
     features = EfficientNetLite0(include_top=False, pooling="avg")
     assert features.output.shape == (None, 1280)

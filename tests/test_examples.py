@@ -15,7 +15,11 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CIFAR10_CLASSES = [

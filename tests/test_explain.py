@@ -77,6 +77,7 @@ def grey(photo: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(photo).convert("L"))[..., np.newaxis]
 
 
+@pytest.mark.slow
 def test_the_default_class_is_the_top_one_and_the_map_fits_the_photo(mobilenet, chelsea):
     explanation = class_activation_map(mobilenet, chelsea)
     assert (explanation.class_index, explanation.class_name) == (EGYPTIAN_CAT, "Egyptian cat")
@@ -131,6 +132,7 @@ def test_cam_refuses_networks_with_more_than_one_layer_after_the_map(arch, shape
     assert explanation.layer == {"cifar-cnn": "conv2", "vgg-bn": "block3_relu2"}[arch]
 
 
+@pytest.mark.slow
 def test_a_randomised_network_gives_a_different_map(mobilenet, chelsea):
     """Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
 
@@ -146,6 +148,7 @@ def test_a_randomised_network_gives_a_different_map(mobilenet, chelsea):
     assert abs(correlation) < 0.5
 
 
+@pytest.mark.slow
 def test_a_nested_backbone_of_a_transfer_model(mobilenet, chelsea):
     backbone, preprocessing, _ = load_backbone("mobilenet_v2", (96, 96, 3))
     model = build_transfer_model(backbone, preprocessing, (64, 64, 3), 3)
@@ -184,6 +187,7 @@ def test_random_augmentation_layers_stay_off(chelsea):
     assert first.probability == second.probability
 
 
+@pytest.mark.slow
 def test_a_chosen_layer_by_name(mobilenet, chelsea):
     explanation = class_activation_map(mobilenet, chelsea, layer="block_16_project_BN")
     assert explanation.layer == "block_16_project_BN"
@@ -231,6 +235,7 @@ def test_colorize_and_overlay():
         overlay(photo[:, :10], ramp)
 
 
+@pytest.mark.slow
 def test_explain_command_writes_a_png_and_json(tmp_path, capsys, chelsea_path):
     out = tmp_path / "overlay.png"
     code = main(["explain", "mobilenet_v2", str(chelsea_path), "--out", str(out), "--json"])
@@ -251,6 +256,7 @@ def test_explain_command_writes_a_png_and_json(tmp_path, capsys, chelsea_path):
     assert [p.name for p in tmp_path.iterdir()] == ["overlay.png"]
 
 
+@pytest.mark.slow
 def test_explain_command_reports_a_wrong_layer_in_one_line(tmp_path, capsys, chelsea_path):
     out = tmp_path / "overlay.png"
     code = main(

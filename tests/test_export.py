@@ -36,6 +36,9 @@ from imgrec.models.pretrained import load_backbone
 from imgrec.training.augment import augmentation_layer
 from imgrec.training.transfer import build_transfer_model
 
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
+
 COLOURS = {"blue": (40, 60, 230), "green": (40, 210, 60), "red": (230, 50, 40)}
 PER_CLASS = 30
 

@@ -233,6 +233,7 @@ def test_a_legacy_storage_count_past_the_file_is_refused(tmp_path, count):
     assert_refused("pth", write_legacy(tmp_path / "count.pth", pkl, count=count), ("WeightsError",))
 
 
+@pytest.mark.slow
 def test_many_tensors_over_one_storage_stay_within_the_files_size(tmp_path):
     """Each view is in bounds, but together they would take 20,000 times the storage."""
     big = np.zeros(1_000_000, dtype=np.float32)
@@ -241,6 +242,7 @@ def test_many_tensors_over_one_storage_stay_within_the_files_size(tmp_path):
     assert "times the file's size" in assert_refused("pth", path, ("WeightsError",))
 
 
+@pytest.mark.slow
 def test_a_member_that_unpacks_past_the_files_size_is_not_unpacked(tmp_path):
     path = tmp_path / "bomb.pth"
     numel = 300 * 1024**2 // 4
@@ -403,6 +405,7 @@ def test_crafted_arrays_load_exactly(tmp_path):
     np.testing.assert_array_equal(big_endian, [1, 256])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HOSTILE_ARRAYS))
 def test_a_hostile_numpy_pickle_is_refused(tmp_path, name):
     path = tmp_path / "hostile.pkl"

@@ -344,6 +344,7 @@ def imgrec_error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("imgrec: error:")]
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_each_hostile_file_in_one_line(hostile_files):
     paths = {name: str(path) for name, (path, _) in hostile_files.items()}
     done = run_python("-c", CLI_LOOP, json.dumps(paths), str(sample_path("chelsea")))
@@ -357,6 +358,7 @@ def test_the_cli_refuses_each_hostile_file_in_one_line(hostile_files):
         assert paths[name] in line, (name, line)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["activation-plot_model", "input-60000-squared", "zip-bomb"])
 def test_imgrec_predict_exits_1_with_one_line(name, hostile_files):
     """``python -m imgrec predict --model X.keras``: the process itself, for three kinds."""
@@ -384,6 +386,7 @@ def crashing_converter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CRASH_HOOK, str(int(signal.SIGSEGV)))
 
 
+@pytest.mark.slow
 def test_a_crashing_converter_is_a_model_error_and_writes_nothing(
     base_file, tmp_path, crashing_converter
 ):
@@ -393,6 +396,7 @@ def test_a_crashing_converter_is_a_model_error_and_writes_nothing(
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_auto_runs_keras_when_the_converter_crashes(tmp_path, crashing_converter, capsys):
     path = tiny_file(tmp_path / "crash.keras", seed=11)
     runtime = load_runtime(path, "auto")
@@ -402,16 +406,33 @@ def test_auto_runs_keras_when_the_converter_crashes(tmp_path, crashing_converter
         load_runtime(path, "onnx")
 
 
-def test_auto_isolates_a_model_in_memory_too(crashing_converter, capsys):
-    """The server exports the model it loaded, in memory: that conversion is isolated too."""
-    keras.utils.set_random_seed(3)
-    model = build_chapter_network("cifar-cnn", (16, 16, 3), len(CLASSES))
-    attach_info(model, ModelInfo("in-memory", CLASSES, Preprocessing(size=(16, 16)), "random"))
+@pytest.mark.slow
+def test_auto_isolates_a_model_loaded_from_a_file_too(tmp_path, crashing_converter, capsys):
+    """The server exports the model it loaded from a user's file, in memory: that
+    conversion is isolated too."""
+    model = load_model(tiny_file(tmp_path / "loaded.keras", seed=3))
     runtime = load_runtime(model, "auto")
     assert isinstance(runtime, KerasRuntime)
-    assert "in-memory: the onnx export crashed" in capsys.readouterr().err
+    assert "base: the onnx export crashed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_model_built_in_python_is_exported_in_process(tmp_path, monkeypatch):
+    """The user's own code, like imgrec's zoo networks, needs no child process."""
+    monkeypatch.setenv("IMGREC_HOME", str(tmp_path))  # an empty cache: an export is made
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("converted in a child process")
+
+    monkeypatch.setattr(imgrec.deploy.exporter, "convert_in_child", no_child)
+    keras.utils.set_random_seed(4)
+    model = build_chapter_network("cifar-cnn", (16, 16, 3), len(CLASSES))
+    attach_info(model, ModelInfo("in-memory", CLASSES, Preprocessing(size=(16, 16)), "random"))
+    runtime = load_runtime(model, "onnx", verbose=False)
+    assert runtime.path.parent == tmp_path / "onnx"
+
+
+@pytest.mark.slow
 def test_the_cli_survives_a_crashing_converter(tmp_path):
     """``imgrec predict`` falls back to Keras; ``imgrec export`` fails in one line."""
     crash = {CRASH_HOOK: str(int(signal.SIGSEGV))}
@@ -431,6 +452,7 @@ def test_the_cli_survives_a_crashing_converter(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_cached_export_starts_no_process(tmp_path, monkeypatch, capsys):
     """The first ``auto`` run converts in a child; later ones only open the cached file."""
     path = tiny_file(tmp_path / "warm.keras", seed=14)
@@ -446,6 +468,7 @@ def test_a_cached_export_starts_no_process(tmp_path, monkeypatch, capsys):
     assert second.path == first.path
 
 
+@pytest.mark.slow
 def test_a_zoo_network_named_by_name_is_exported_in_process(tmp_path, monkeypatch):
     """imgrec's own networks need no child process (it costs a TensorFlow start-up)."""
     monkeypatch.setenv("IMGREC_HOME", str(tmp_path))  # an empty cache: an export is made
@@ -461,6 +484,7 @@ def test_a_zoo_network_named_by_name_is_exported_in_process(tmp_path, monkeypatc
 # --- The server -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_server_refuses_hostile_files_and_survives_a_crashing_converter(
     hostile_files, tmp_path, crashing_converter
 ):

@@ -60,6 +60,7 @@ def test_describe_layers_is_the_summary_as_data(mobilenet):
     json.dumps(rows)  # JSON-ready
 
 
+@pytest.mark.slow
 def test_nested_models_are_opened(transfer_model):
     rows = describe_layers(transfer_model)
     by_name = {row["name"]: row for row in rows}
@@ -75,6 +76,7 @@ def test_nested_models_are_opened(transfer_model):
     assert by_name["predictions"]["trainable"] is True
 
 
+@pytest.mark.slow
 def test_feature_maps_are_the_layers_outputs(mobilenet, chelsea):
     maps = feature_maps(mobilenet, chelsea, layers=["out_relu", "Conv1"], channels=4)
     assert list(maps) == ["Conv1", "out_relu"]  # the network's order
@@ -85,6 +87,7 @@ def test_feature_maps_are_the_layers_outputs(mobilenet, chelsea):
     np.testing.assert_allclose(maps["Conv1"], conv1.predict_on_batch(batch)[0, ..., :4], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_feature_maps_inside_a_nested_backbone(transfer_model, chelsea):
     maps = feature_maps(
         transfer_model, chelsea, layers=["imagenet_normalize", "backbone/Conv1"], channels=32
@@ -142,6 +145,7 @@ def test_channel_grid():
     assert (grid[5 * scale : 5 * scale + 2] == 255).all()  # the white gap
 
 
+@pytest.mark.slow
 def test_layers_command_prints_the_table(small_vgg, tmp_path, capsys, chelsea_path):
     path = imgrec.save_model(small_vgg, tmp_path / "small.keras")
     assert main(["layers", str(path)]) == 0

@@ -23,6 +23,7 @@ def composite_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("class_index", "box"), [(EGYPTIAN_CAT, CAT_BOX), (ESPRESSO, COFFEE_BOX)])
 def test_the_box_finds_the_object_of_the_class(
     mobilenet, composite_path, tmp_path, class_index, box
@@ -86,6 +87,7 @@ def test_wrong_thresholds_are_refused(mobilenet, chelsea_path, threshold):
         localize(mobilenet, chelsea_path, threshold=threshold)
 
 
+@pytest.mark.slow
 def test_localize_command(composite_path, tmp_path, capsys):
     args = ["localize", "mobilenet_v2", str(composite_path), "--out", str(tmp_path)]
     assert main([*args, "--class", str(EGYPTIAN_CAT), "--threshold", "0.3"]) == 0

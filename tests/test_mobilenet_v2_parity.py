@@ -102,6 +102,7 @@ def test_reference_recognises_the_photos(reference):
     assert reference.argmax(axis=1).tolist() == list(PHOTOS.values())
 
 
+@pytest.mark.slow
 def test_keras_port_matches_torchvision_logits(reference, ported_logits):
     diff = np.abs(ported_logits - reference).max()
     print(f"MobileNetV2Torchvision vs NumPy reference: max |logit difference| = {diff:.3g}")
@@ -109,6 +110,7 @@ def test_keras_port_matches_torchvision_logits(reference, ported_logits):
     assert ported_logits.argmax(axis=1).tolist() == list(PHOTOS.values())
 
 
+@pytest.mark.slow
 def test_stock_keras_mobilenet_v2_does_not_match(reference, stock_model, batch):
     """Keras's own padding (bottom/right) and BatchNorm epsilon (1e-3) change the logits."""
     diff = np.abs(_keras_logits(stock_model, batch) - reference).max()
@@ -116,6 +118,7 @@ def test_stock_keras_mobilenet_v2_does_not_match(reference, stock_model, batch):
     assert diff > 100 * TOLERANCE
 
 
+@pytest.mark.slow
 def test_keras_padding_alone_does_not_match(reference, stock_model, batch):
     """With PyTorch's epsilon but Keras's asymmetric stride-2 padding, the logits still differ."""
 

@@ -73,6 +73,7 @@ def test_image_grid_columns_and_errors(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_training_curves(tmp_path):
     epochs = 12
     history = {
@@ -94,6 +95,7 @@ def test_training_curves(tmp_path):
         plot_training_curves({"accuracy": [0.5]}, tmp_path / "bad.png")
 
 
+@pytest.mark.slow
 def test_confusion_matrix(tmp_path):
     first = _png(plot_confusion_matrix(_matrix(10), CLASSES, tmp_path / "a" / "cm.png"))
     second = _png(plot_confusion_matrix(_matrix(10, seed=1), CLASSES, tmp_path / "b" / "cm.png"))
@@ -104,6 +106,7 @@ def test_confusion_matrix(tmp_path):
     assert first.shape != counts.shape or not np.array_equal(first, counts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 3, 25, 40])
 def test_confusion_matrix_sizes(tmp_path, n):
     matrix = _matrix(n)

@@ -95,6 +95,7 @@ def saved_model_path(tmp_path_factory, mobilenet) -> Path:
 # --- Python API --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_api_top_classes_probabilities_and_timing(mobilenet, chelsea_path, coffee_path):
     """The right classes, ranked by a full probability distribution, and a usable timing."""
     class_names = model_info(mobilenet).class_names
@@ -120,6 +121,7 @@ def test_api_top_classes_probabilities_and_timing(mobilenet, chelsea_path, coffe
         assert probabilities(few) == pytest.approx(probabilities(every)[:3], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_api_folder_expansion_and_bad_images(mobilenet, photo_folder):
     """A folder means its image files, sorted; a bad file gets an error record, not a crash."""
     results = imgrec.predict(photo_folder, mobilenet, top=2)
@@ -153,6 +155,7 @@ def test_api_accepts_arrays_and_single_inputs(mobilenet, chelsea_path, coffee_pa
 # --- Command line, in-process ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_table_csv_and_failure_count(capsys, photo_folder, tmp_path):
     """The table names the classes, --csv has one row per image, and failures exit 1."""
     out_csv = tmp_path / "out.csv"
@@ -229,6 +232,7 @@ def test_cli_csv_cells_never_start_a_formula(capsys, tmp_path, monkeypatch):
         assert float(row["time_ms"]) > 0
 
 
+@pytest.mark.slow
 def test_cli_json_matches_api_and_reports_missing_files(capsys, mobilenet, photo_folder, tmp_path):
     """--json prints what predict() returns; a missing file is an error record, not a crash."""
     missing = tmp_path / "missing.jpg"
@@ -247,6 +251,7 @@ def test_cli_json_matches_api_and_reports_missing_files(capsys, mobilenet, photo
             assert probabilities(got) == pytest.approx(probabilities(want), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_all_good_exits_zero(capsys, chelsea_path, coffee_path):
     """Every image classified: exit code 0 and nothing about failures."""
     code, out, err = run_cli(capsys, chelsea_path, coffee_path, "--top", "1", "--quiet")
@@ -286,6 +291,7 @@ def test_cli_bad_weights_path_and_unknown_model(capsys, chelsea_path, tmp_path):
 # --- Saved models ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_saved_model_round_trip(mobilenet, saved_model_path, chelsea_path, coffee_path):
     """A saved .keras file carries imgrec's metadata and predicts exactly as before."""
     with zipfile.ZipFile(saved_model_path) as archive:
@@ -303,6 +309,7 @@ def test_saved_model_round_trip(mobilenet, saved_model_path, chelsea_path, coffe
         assert probabilities(new) == pytest.approx(probabilities(old), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_predicts_with_saved_model_file(capsys, saved_model_path, chelsea_path, coffee_path):
     """imgrec predict --model FILE.keras uses the file, with its class names."""
     code, out, _ = run_cli(
@@ -346,6 +353,7 @@ def test_unsafe_or_damaged_model_files_are_refused(tmp_path):
 # --- Where the weights come from ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_offline_without_cached_weights_says_what_to_fetch(tmp_path, chelsea_path):
     """Offline with an empty Keras cache: a one-line error naming the file and the folder."""
     home, keras_home = tmp_path / "home", tmp_path / "keras_home"
@@ -362,6 +370,7 @@ def test_offline_without_cached_weights_says_what_to_fetch(tmp_path, chelsea_pat
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_keras_cache_and_weights_flag_take_precedence(tmp_path, monkeypatch):
     """Keras weights in ~/.keras/models beat the offline package; --weights beats both.
 
@@ -394,6 +403,7 @@ def test_keras_cache_and_weights_flag_take_precedence(tmp_path, monkeypatch):
 # --- Entry points, as separate processes -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_console_script_predicts(chelsea_path):
     """The installed ``imgrec`` command classifies a photo with the default network."""
     script = Path(sys.executable).parent / "imgrec"
@@ -449,6 +459,7 @@ def test_api_bad_arrays_get_error_records_and_the_rest_goes_on(mobilenet, coffee
     assert top1(records[4]) == ESPRESSO
 
 
+@pytest.mark.slow
 def test_api_grey_model_reads_photos_as_grey(tmp_path, chelsea_path):
     """A one-channel network (MNIST-style) gets H x W x 1 input from colour files."""
     inputs = keras.Input((28, 28, 1))

@@ -91,6 +91,7 @@ def test_create_model_builds_the_chapters_networks():
         create_model("cifar-cnn", include_top=False)
 
 
+@pytest.mark.slow
 def test_create_model_builds_a_zoo_network_without_weights():
     model = create_model(
         "efficientnet_lite0", input_shape=(96, 96, 3), include_top=False, pooling="avg"
@@ -102,6 +103,7 @@ def test_create_model_builds_a_zoo_network_without_weights():
         create_model("mobilenet_v2", augmentation=keras.layers.RandomFlip())
 
 
+@pytest.mark.slow
 def test_create_model_pretrained_loads_the_imagenet_weights():
     """The offline package's weights, as imgrec.load_model gives them."""
     from imgrec.models.metadata import model_info

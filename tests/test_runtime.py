@@ -32,6 +32,9 @@ from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.prediction import predict_many
 
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
+
 CLASSES = ("a", "b", "c")
 
 

@@ -27,6 +27,9 @@ from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
 from imgrec.training import companion_path, train
 
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
+
 CLASSES = ("blue", "red")  # sorted, as the folder scan names them
 PER_CLASS = 40
 

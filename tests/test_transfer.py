@@ -23,6 +23,9 @@ from imgrec.models.metadata import model_info
 from imgrec.training.fit import train
 from imgrec.training.transfer import BACKBONE_LAYER
 
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
+
 SIZE = (64, 64)  # the backbone's input: small, to keep CPU time down
 
 

@@ -165,6 +165,7 @@ def test_samples_are_listed_and_served(client, chelsea_png):
 # ---- predictions -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_a_sample(client):
     result = _predict(client, sample="chelsea").json()
     assert result["image"] == "chelsea"
@@ -192,6 +193,7 @@ def test_a_url_that_redirects_within_allowed_hosts_is_followed(client, server):
     assert result["top"][0]["class"] == "Egyptian cat"
 
 
+@pytest.mark.slow
 def test_predict_with_a_grey_model_from_the_folder(client, chelsea_png):
     response = _predict(client, model="tiny.keras", top=3, sample="coffee")
     assert response.status_code == 200
@@ -240,6 +242,7 @@ def test_the_onnx_export_is_the_model_the_server_runs(client, chelsea_path):
     assert probabilities[order] == pytest.approx([c["probability"] for c in server], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_keras_server_still_hands_out_the_onnx_export(models_dir):
     keras_app = TestClient(create_app(models_dir, runtime="keras"))
     description = keras_app.get("/api/models/tiny.keras/onnx.json").json()
@@ -298,6 +301,7 @@ def test_a_missing_onnxruntime_web_is_explained_in_json(client, monkeypatch, tmp
 # ---- explanation and layers ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_explain_sends_the_photo_and_its_heatmap(client):
     result = client.post("/api/explain", data={"model": "mobilenet_v2", "sample": "chelsea"})
     assert result.status_code == 200, result.text
@@ -330,6 +334,7 @@ def test_colormaps_are_tables_of_256_colours(client):
     assert jet[0, 2] > jet[0, 0] and jet[255, 0] > jet[255, 2]  # blue to red
 
 
+@pytest.mark.slow
 def test_layers_and_their_feature_maps(client):
     layers = client.get("/api/layers", params={"model": "tiny.keras"}).json()["layers"]
     spatial = [
@@ -596,6 +601,7 @@ def test_unknown_routes_and_methods_get_json_errors(client):
 # ---- a real server ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_runs_the_runtime_it_is_given(models_dir):
     """``imgrec serve --runtime keras``: /api/predict says Keras ran; a bad choice exits 2."""
     import httpx2
@@ -621,6 +627,7 @@ def test_serve_runs_the_runtime_it_is_given(models_dir):
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_real_server_survives_hostile_requests():
     """uvicorn on a loopback socket, in a thread: real HTTP, connections and body limits."""
     import httpx2

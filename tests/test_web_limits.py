@@ -85,6 +85,7 @@ def test_two_files_are_refused(client):
 # ---- URL fetches: one deadline, a bound on how many at once --------------------------------
 
 
+@pytest.mark.slow
 def test_a_trickling_url_is_answered_within_the_fetch_limit(client, server):
     start = time.monotonic()
     response = client.post(
@@ -95,6 +96,7 @@ def test_a_trickling_url_is_answered_within_the_fetch_limit(client, server):
     assert response.json()["error"] == f"{server.base}/trickle/headers: no answer within 1 s"
 
 
+@pytest.mark.slow
 def test_fetches_beyond_the_bound_get_a_503(client, server):
     url = f"{server.base}/trickle/status"
     answers = []
@@ -250,6 +252,7 @@ def _uvicorn(app, **settings):
         thread.join(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_trickled_body_gets_a_408():
     with (
         _uvicorn(create_app(body_timeout=1.0)) as port,
@@ -267,6 +270,7 @@ def test_a_trickled_body_gets_a_408():
     assert elapsed < 1.0 + 2
 
 
+@pytest.mark.slow
 def test_trickled_headers_get_the_connection_closed():
     slow = b"GET /api/samples HTTP/1.1\r\nX-Slow: " + b"a" * 200
     quick = b"GET /api/samples HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -25,9 +25,12 @@ from imgrec.models.chapter import build_chapter_network
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/clear_refs").exists(), reason="reads memory from Linux's /proc"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path("/proc/self/clear_refs").exists(), reason="reads memory from Linux's /proc"
+    ),
+]
 
 UPLOADS = 4
 SIZE = (7000, 7000)  # 49 megapixels: 196 MB as Pillow holds RGB, 147 MB as an array

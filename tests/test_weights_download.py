@@ -19,6 +19,9 @@ from imgrec.models import pretrained
 from imgrec.models.metadata import model_info
 from imgrec.models.pretrained import load_pretrained
 
+# Trains, exports or runs subprocesses for seconds a test: left out of `make check`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def online(monkeypatch, tmp_path):

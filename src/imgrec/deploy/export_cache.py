@@ -39,7 +39,7 @@ from imgrec.core.storage import imgrec_home, write_bytes_atomic
 from imgrec.deploy.exporter import ONNX_OPSET, export
 from imgrec.deploy.runtime import KerasRuntime, ModelSource, OnnxRuntime, Runtime, open_onnx
 from imgrec.deploy.sidecar import exporter_versions, file_digest, sidecar_path, weights_digest
-from imgrec.models.loading import load_model
+from imgrec.models.loading import load_model, source_file
 from imgrec.models.metadata import model_info
 
 CACHE_FOLDER = "onnx"
@@ -102,10 +102,6 @@ def _is_keras_file(model: object) -> bool:
     return isinstance(model, str | os.PathLike) and str(model).endswith(".keras")
 
 
-def _is_zoo_name(model: object) -> bool:
-    return isinstance(model, str | os.PathLike) and not _is_keras_file(model)
-
-
 def _keras_model(model: ModelSource, weights: str | os.PathLike | None) -> keras.Model:
     return model if isinstance(model, keras.Model) else load_model(model, weights=weights)
 
@@ -146,8 +142,11 @@ def _cached_onnx(
                 file=sys.stderr,
             )
         try:
-            # A zoo network is imgrec's own code: no need to pay for a child process.
-            export(source, path, format="onnx", isolate=not _is_zoo_name(model))
+            # A user's model file is converted in a child process, where a converter's
+            # crash is an error. A zoo network (imgrec's own code) or a model built in
+            # Python (the user's own code) is converted here: no child to pay for.
+            from_file = keras_model is None or source_file(keras_model) is not None
+            export(source, path, format="onnx", isolate=from_file)
         except ModelError as err:
             if strict:
                 raise

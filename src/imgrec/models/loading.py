@@ -78,7 +78,15 @@ def load_keras_file(path: str | os.PathLike, compile: bool = False) -> keras.Mod
     except Exception as err:  # Keras raises many types for bad files; name the file
         raise ModelError(f"{path}: cannot load this model ({err})") from err
     check_model_shapes(path, model)
+    # Where the model came from: converting a user's file runs in a child process.
+    model._imgrec_source_file = str(path.resolve())
     return attach_info(model, _read_info(path, model))
+
+
+def source_file(model: keras.Model) -> str | None:
+    """The ``.keras`` file ``model`` was loaded from by imgrec, or None (built in Python,
+    a zoo network)."""
+    return getattr(model, "_imgrec_source_file", None)
 
 
 def _read_info(path: Path, model: keras.Model) -> ModelInfo:
