@@ -205,6 +205,13 @@ CONFIG_EDITS: dict[str, tuple[Callable[[dict], None], type[Exception]]] = {
         setter(lambda c: nested(c)["build_config"], "input_shape", [None, 60000, 60000, 3]),
         ModelError,
     ),
+    # Layer sizes whose weights would fill the memory: 3 billion numbers (12 GB as float32)
+    # in the last Dense, or a convolution's 10 million filters feeding the next one.
+    "dense-units-12GB": (setter(dense_config, "units", 37_500_000), ModelError),
+    "conv-filters": (
+        setter(lambda c: layers(c, "Conv2D")[0]["config"], "filters", 10_000_000),
+        ModelError,
+    ),
 }
 
 

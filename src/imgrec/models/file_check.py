@@ -21,7 +21,9 @@ itself and refuses, naming the file and the entry at fault:
   not a positive whole number, or beyond the caps: ``DEFAULT_MAX_PIXELS`` pixels
   (the image pixel cap) across the spatial dimensions, ``MAX_CHANNELS`` channels,
   ``MAX_ELEMENTS`` numbers per sample, ``MAX_BATCH`` for a declared batch size
-  (``ModelError``).
+  (``ModelError``);
+- an architecture whose weights would hold more than ``MAX_PARAMETERS`` numbers,
+  counted on a build that allocates none (``ModelError``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ SMALL_MEMBER_BYTES = 1 << 20  # below this, any ratio (a JSON file of zeros is f
 MAX_CHANNELS = 8192
 MAX_ELEMENTS = 4 * DEFAULT_MAX_PIXELS
 MAX_BATCH = 4096
+# Numbers in a model's weights: 2 GiB as float32, above every Keras application
+# (ConvNeXtXLarge has 350 million).
+MAX_PARAMETERS = 500_000_000
 WINDOW_BUFFER = 256 << 10
 
 # Layers whose config carries, or loads, code or graphs from elsewhere.
@@ -93,6 +98,41 @@ def check_keras_archive(path: str | os.PathLike) -> None:
         _ConfigCheck(path).object(config, "layer", "the model")
     except RecursionError as err:
         raise UnsafeFileError(f"{path}: config.json is nested too deeply; refused") from err
+    _check_parameter_count(path, config)
+
+
+def _check_parameter_count(path: Path, config: dict) -> None:
+    """Refuse an architecture whose weights would hold more than ``MAX_PARAMETERS`` numbers.
+
+    A layer's size (``units``, ``filters``...) times what flows into it decides how much
+    memory building it takes, before any weight is read: a config asking for tens of
+    gigabytes would have the process killed. The architecture is built here with Keras's
+    variable creation deferred (a ``StatelessScope`` that does not initialise them), so
+    every weight's shape is known and none is allocated; then it is dropped.
+    """
+    import keras
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    # Deferred variables are listed per thread for a later initialisation: keep this
+    # build's out of that list, and whatever the thread had in it.
+    pending = global_state.get_global_attribute("uninitialized_variables", [])
+    global_state.set_global_attribute("uninitialized_variables", [])
+    try:
+        # The architecture alone: compiling would make the optimizer's variables now.
+        architecture = {key: value for key, value in config.items() if key != "compile_config"}
+        with StatelessScope(initialize_variables=False):
+            model = keras.saving.deserialize_keras_object(architecture, safe_mode=True)
+        count = sum(math.prod(weight.shape) for weight in model.weights)
+    except Exception as err:  # Keras raises many types for configs it cannot build
+        raise ModelError(f"{path}: cannot build this model ({err})") from err
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", pending)
+    if count > MAX_PARAMETERS:
+        raise ModelError(
+            f"{path}: its weights would hold {count:,} numbers (more than {MAX_PARAMETERS:,}, "
+            f"{MAX_PARAMETERS * 4 >> 30} GiB as float32); refused before building it"
+        )
 
 
 # --- The zip and the weights -------------------------------------------------------------
