@@ -559,9 +559,6 @@ def test_damaged_idx_files_name_the_file(tmp_path):
 
 
 @pytest.mark.fashion_mnist
-@pytest.mark.skipif(
-    not DEBIAN_FASHION_MNIST.is_dir(), reason="needs apt-get install dataset-fashion-mnist"
-)
 def test_fashion_mnist_from_debian():
     data = load_dataset("fashion-mnist", val_split=0)
     assert data.source == str(DEBIAN_FASHION_MNIST)
