@@ -166,7 +166,10 @@ def test_a_file_without_read_permission_is_listed(tmp_path, monkeypatch):
 # --- reading one file --------------------------------------------------------------------
 
 
-def test_read_image_file_refuses_each_special_entry_unopened(tmp_path, make_fifo, monkeypatch):
+@pytest.mark.parametrize("reader", [read_image_file, load_image], ids=lambda f: f.__name__)
+def test_special_entries_are_refused_unopened(tmp_path, make_fifo, monkeypatch, reader):
+    """``read_image_file`` and ``load_image(path)`` itself never open (so never wait on) a
+    FIFO, a socket, a device or a broken link."""
     special_entries(tmp_path, make_fifo, monkeypatch)
     opened = []
     real_open = os.open
@@ -175,10 +178,11 @@ def test_read_image_file_refuses_each_special_entry_unopened(tmp_path, make_fifo
     )
     for name, reason in REASONS.items():
         with pytest.raises(ImageError) as info:
-            read_image_file(tmp_path / name)
+            reader(tmp_path / name)
         assert str(info.value).startswith(f"{tmp_path / name}: {reason}")
     assert opened == []
     good = write(tmp_path / "good.jpg", image_bytes(RED))
+    assert reader(good) is not None
     assert read_image_file(good) == good.read_bytes()
 
 
@@ -192,19 +196,7 @@ def test_a_file_replaced_by_a_fifo_after_the_check_is_not_read(tmp_path, make_fi
     assert time.monotonic() - start < GUARD_S / 2
 
 
-def test_load_image_refuses_each_special_entry_unopened(tmp_path, make_fifo, monkeypatch):
-    """``imgrec.load_image(path)`` itself never opens (and so never waits on) a FIFO."""
-    special_entries(tmp_path, make_fifo, monkeypatch)
-    opened = []
-    real_open = os.open
-    monkeypatch.setattr(
-        imgrec.core.images.os, "open", lambda path, *a: opened.append(path) or real_open(path, *a)
-    )
-    for name, reason in REASONS.items():
-        with pytest.raises(ImageError) as info:
-            load_image(tmp_path / name)
-        assert str(info.value).startswith(f"{tmp_path / name}: {reason}")
-    assert opened == []
+def test_load_image_of_a_file_replaced_by_a_fifo_is_refused(tmp_path, make_fifo, monkeypatch):
     photo = write(tmp_path / "photo.jpg", image_bytes(RED))
     assert load_image(photo).shape[-1] == 3
     swap_into_fifo(photo, make_fifo, monkeypatch)
