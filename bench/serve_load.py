@@ -145,12 +145,7 @@ def _big_wave(
 
     payloads = [big] * args.big + [photo] * args.big_mixed
     threads = [threading.Thread(target=client, args=(data,)) for data in payloads]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = _run_all(threads)
     memory["wave peak"] = _status_mib(pid, "VmHWM")
     time.sleep(2)
     memory["after wave"] = _rss_mib(pid)
@@ -201,12 +196,7 @@ def _run(url: str, model: str, photo: bytes, *, clients: int, requests: int) -> 
                     latencies.append(latency)
 
     threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = _run_all(threads)
     ordered = sorted(latencies) or [float("nan")]
     return {
         "requests": clients * requests,
@@ -231,6 +221,16 @@ def _report(title: str, run: dict) -> None:
 
 def _rss_mib(pid: int) -> float:
     return _status_mib(pid, "VmRSS")
+
+
+def _run_all(threads: list[threading.Thread]) -> float:
+    """Start every thread, wait for all of them, and return the seconds it took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def _status_mib(pid: int, field: str) -> float:
