@@ -405,11 +405,17 @@ def test_keras_cache_and_weights_flag_take_precedence(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_console_script_predicts(chelsea_path):
-    """The installed ``imgrec`` command classifies a photo with the default network."""
+    """The installed ``imgrec`` command classifies a photo with the default network, and
+    says nothing on stderr but imgrec's own lines (no TensorFlow or absl start-up notes)."""
     script = Path(sys.executable).parent / "imgrec"
     assert script.is_file(), f"console script missing beside {sys.executable}"
-    result = run_process(script, "predict", chelsea_path, "--json", "--top", "3")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "IMGREC_VERBOSE")
+    }
+    result = run_process(script, "predict", chelsea_path, "--json", "--top", "3", env=env)
     assert result.returncode == 0, result.stderr
+    foreign = [line for line in result.stderr.splitlines() if not line.startswith("imgrec: ")]
+    assert foreign == [], result.stderr
     (record,) = json.loads(result.stdout)
     assert top1(record) == EGYPTIAN_CAT
     assert len(record["top"]) == 3

@@ -7,12 +7,13 @@ line's ``--help``) stays fast and does not start TensorFlow.
 from __future__ import annotations
 
 import importlib
-import os
 
 from imgrec import _moved
+from imgrec.core import quiet
 
-# TensorFlow's C++ start-up notices (CPU features, oneDNN) are noise for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up notices (CPU features, oneDNN) are noise for users: off before
+# anything imports TensorFlow, unless the user set TF_CPP_MIN_LOG_LEVEL or IMGREC_VERBOSE.
+quiet.quiet_native_logs()
 
 __version__ = "0.1.0"
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from imgrec.cli import classic, evaluate, explain, export, info, predict, serve, train
 from imgrec.cli.flags import COMMON
 from imgrec.cli.shell import Command
+from imgrec.core import quiet
 from imgrec.core.errors import ImgrecError
 
 # In the order ``imgrec --help`` lists them.
@@ -44,7 +45,20 @@ COMMANDS: tuple[Command, ...] = (
     export.EXPORT,
 )
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "TOUR", "build_parser", "main"]
+
+# What ``imgrec`` alone prints before the verbs: a few commands to start from.
+TOUR = """\
+imgrec: image recognition with Keras, offline. A few commands to start with:
+
+  imgrec predict photo.jpg                  the top-5 ImageNet classes, with the time
+  imgrec explain mobilenet_v2 photo.jpg --out cam.png
+                                            where the network looked (class activation map)
+  imgrec train digits --out digits.keras    train the chapter's CNN on a built-in data set
+  imgrec serve                              the web page, on http://127.0.0.1:8000
+
+`imgrec VERB --help` says what a verb takes.
+"""
 
 # Names the one-module CLI had, now defined once elsewhere: old name -> (module, name).
 _MOVED = {
@@ -83,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_verbs(parser: argparse.ArgumentParser, commands: Sequence[Command], dest: str) -> None:
-    verbs = parser.add_subparsers(dest=dest, required=True, metavar="VERB")
+    # `imgrec` alone prints the tour; a group without its verb (`imgrec classic`) is a usage
+    # error that lists the group's verbs.
+    verbs = parser.add_subparsers(dest=dest, required=dest != "verb", metavar="VERB")
     for command in commands:
         sub = verbs.add_parser(command.name, help=command.help, description=command.description)
         if command.verbs:  # a group: `imgrec classic train ...`
@@ -95,8 +111,18 @@ def _add_verbs(parser: argparse.ArgumentParser, commands: Sequence[Command], des
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 ok, 1 failed, 2 bad usage)."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit code (0 ok, 1 failed, 2 bad usage).
+
+    ``imgrec`` without a verb prints :data:`TOUR` and the verbs, and exits 0.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        print(TOUR)
+        print(_verb_list())
+        return 0
+    quiet.set_verbose(args.library_logs)
+    quiet.quiet_python_logs()
     try:
         return args.run(args)
     except ImgrecError as err:
@@ -105,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgrec: interrupted", file=sys.stderr)
         return 130
+
+
+def _verb_list() -> str:
+    """The verbs of :data:`COMMANDS`, one line each with its help."""
+    width = max(len(command.name) for command in COMMANDS)
+    lines = [f"  {command.name:<{width}}  {command.help}" for command in COMMANDS]
+    return "\n".join(["verbs:", *lines])
 
 
 def _version() -> str:

@@ -107,7 +107,14 @@ AUGMENT_HELP = (
 
 JSON = flag("--json", action="store_true", help="print results as JSON")
 QUIET = flag("--quiet", "-q", action="store_true", help="print only the results")
-COMMON = (JSON, QUIET)
+VERBOSE = flag(
+    "--verbose",
+    action="store_true",
+    dest="library_logs",  # not `verbose`: that is the API's progress-bar parameter
+    help="also show TensorFlow's, Keras's and the other libraries' own log lines and "
+    "warnings (IMGREC_VERBOSE=1 does the same)",
+)
+COMMON = (JSON, QUIET, VERBOSE)
 
 # --- Models and images -------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from imgrec.cli.flags import Flag
 
 # Flags that shape what the shell prints, and the parser's own entries: never passed on.
-SHELL_ONLY = frozenset({"json", "quiet", "run", "verb", "classic_verb"})
+SHELL_ONLY = frozenset({"json", "quiet", "library_logs", "run", "verb", "classic_verb"})
 
 
 class Command(NamedTuple):
@@ -59,7 +59,8 @@ def api_arguments(
         extra: arguments that no flag sets, such as ``verbose`` (they win over flags).
 
     Returns:
-        ``{parameter: value}`` for every flag of the verb but ``--json`` and ``--quiet``.
+        ``{parameter: value}`` for every flag of the verb but ``--json``, ``--quiet`` and
+        ``--verbose``.
     """
     rename = rename or {}
     passed = {

@@ -27,6 +27,7 @@ import numpy as np
 
 from imgrec.core.choices import EXPORT_FORMATS
 from imgrec.core.errors import ModelError
+from imgrec.core.quiet import native_stderr_quiet
 from imgrec.deploy.runtime import OnnxRuntime, Runtime
 from imgrec.models.metadata import ModelInfo, class_probabilities
 
@@ -168,12 +169,14 @@ class _TFLiteRuntime(Runtime):
     def __init__(self, path: Path, info: ModelInfo) -> None:
         import tensorflow as tf
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr_quiet():
             # tf.lite.Interpreter warns that LiteRT (ai-edge-litert) replaces it; it
-            # still runs every file, and LiteRT is not a dependency of imgrec.
+            # still runs every file, and LiteRT is not a dependency of imgrec. Allocating
+            # applies the XNNPACK delegate, which TFLite announces on stderr.
             warnings.simplefilter("ignore", UserWarning)
             interpreter = tf.lite.Interpreter(model_path=str(path))
-        self._run = interpreter.get_signature_runner("serving_default")
+            interpreter.allocate_tensors()
+            self._run = interpreter.get_signature_runner("serving_default")
         super().__init__(info, interpreter.get_input_details()[0]["shape_signature"][1:])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
