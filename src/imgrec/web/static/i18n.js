@@ -28,6 +28,7 @@ const tables = new Map(); // language -> Promise of {key: text}
 let current = "en";
 let table = null; // the current language's table, once loaded
 const listeners = [];
+let requested = 0; // the latest switch wins, whichever table arrives first
 
 function load(language) {
   if (!tables.has(language)) {
@@ -50,9 +51,9 @@ export function msg(key, params = {}) {
 
 // The text of `key` in the current language, with {name} replaced by params.name.
 export function t(key, params = {}) {
-  const text = table?.[key];
-  if (text === undefined) return key;
-  return text.replace(/\{(\w+)\}/g, (whole, name) => {
+  const template = table?.[key];
+  if (template === undefined) return key;
+  return template.replace(/\{(\w+)\}/g, (whole, name) => {
     if (!(name in params)) return whole;
     const value = params[name];
     return value !== null && typeof value === "object" && "key" in value
@@ -118,7 +119,9 @@ export function onLanguageChange(listener) {
 // choice (`remember` false: a first visit's guess, not a choice).
 export async function setLanguage(language, { remember = true } = {}) {
   if (!LANGUAGES.includes(language)) language = "en";
+  const mine = ++requested;
   const loaded = await load(language);
+  if (mine !== requested) return;
   current = language;
   table = loaded;
   document.documentElement.lang = language;
