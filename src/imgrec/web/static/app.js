@@ -1,11 +1,12 @@
 // The page's wiring: load the models, samples and colormaps, then run the API each time
 // the network or the photo changes, or, when "in this browser" is chosen, classify the
 // photo here with onnxruntime-web and send the server no photo at all. Each concern lives
-// in its own module.
+// in its own module. Every text shown comes from i18n.js (how to add one: its header).
 
 import { getJSON, postForm } from "./api.js";
 import { BrowserClassifier, describeRun } from "./browser_inference.js";
 import { CamView } from "./cam.js";
+import { msg, PageError, say, startI18n } from "./i18n.js";
 import { LayerView } from "./layers.js";
 import { clearPredictions, renderPredictions, renderTop } from "./predictions.js";
 import { ImagePicker } from "./source.js";
@@ -51,35 +52,38 @@ const picker = new ImagePicker({
 // Answers to an older choice must not overwrite a newer one.
 let generation = 0;
 
+// The page's own errors carry a message of the tables (error.text); the server's are shown
+// as it words them.
 function showError(error) {
-  errorBox.textContent = error.message;
+  say(errorBox, error.text ?? error.message);
   errorBox.hidden = false;
 }
 
 function clearError() {
   errorBox.hidden = true;
-  errorBox.textContent = "";
+  say(errorBox, "");
 }
 
-function setStatus(text) {
-  statusLine.textContent = text;
+// `message`: msg(key, params), or "" to clear.
+function setStatus(message) {
+  say(statusLine, message);
 }
 
-function showBrowserNote(text) {
-  browserNote.textContent = text;
-  browserNote.hidden = !text;
+function showBrowserNote(message) {
+  say(browserNote, message);
+  browserNote.hidden = !message;
 }
 
 // Where the last answer was computed; data-backend is for tests and scripts.
 function showBackend(where, backend) {
   backendLine.dataset.backend = backend ?? "";
   if (!where) {
-    backendLine.textContent = "";
+    say(backendLine, "");
   } else if (where === "browser") {
-    backendLine.textContent = `Ran in this browser on ${backend}`;
+    say(backendLine, msg("run.where_browser", { backend }));
   } else {
     const runtime = backend === "onnx" ? "ONNX Runtime" : "Keras";
-    backendLine.textContent = `Ran on the server with ${runtime}`;
+    say(backendLine, msg("run.where_server", { runtime }));
   }
 }
 
@@ -99,7 +103,7 @@ async function analyse() {
     await analyseInBrowser(mine, label);
     return;
   }
-  setStatus(`Classifying with ${label}...`);
+  setStatus(msg("status.classifying", { model: label }));
   try {
     const started = performance.now();
     const prediction = await postForm("/api/predict", { ...fields, top: 5 });
@@ -111,7 +115,7 @@ async function analyse() {
     clearPredictions($("top"), $("timing"));
     showBackend(null);
     cam.clear();
-    $("cam-caption").textContent = "";
+    say($("cam-caption"), "");
     fail(error);
     return;
   }
@@ -121,16 +125,15 @@ async function analyse() {
 // Classify the current photo here: no forward pass, and no photo, goes to the server. The
 // class activation map needs the Keras model, so it is left to the server mode.
 async function analyseInBrowser(mine, label) {
-  setStatus(`Classifying in this browser with ${label}...`);
+  setStatus(msg("status.classifying_browser", { model: label }));
   cam.clear();
-  $("cam-caption").textContent =
-    "Class activation maps are computed on the server: run the network there to see one.";
+  say($("cam-caption"), msg("cam.server_only"));
   try {
     const photo = await picker.blob();
     const result = await browser.classify(modelSelect.value, photo, { gpu: useGpu.checked });
     if (mine !== generation) return;
     renderTop($("top"), result.top);
-    $("timing").textContent = describeRun(result);
+    say($("timing"), describeRun(result));
     showBackend("browser", result.backend);
     showBrowserNote(result.note);
     setStatus("");
@@ -146,20 +149,26 @@ async function analyseInBrowser(mine, label) {
 // Draw the CAM with the chosen method; the predictions above it stay as they are.
 async function explain(fields, mine) {
   main.dataset.analysis = "running";
-  setStatus("Computing the class activation map...");
+  setStatus(msg("status.explaining"));
   try {
     const explanation = await postForm("/api/explain", { ...fields, method: methodSelect.value });
     if (mine !== generation) return;
     await cam.show(explanation);
-    $("cam-caption").textContent =
-      `${explanation.method} for "${explanation.class_name}" ` +
-      `(${(explanation.probability * 100).toFixed(1)}%), layer ${explanation.layer}`;
+    say(
+      $("cam-caption"),
+      msg("cam.caption", {
+        method: explanation.method,
+        class: explanation.class_name,
+        percent: (explanation.probability * 100).toFixed(1),
+        layer: explanation.layer,
+      }),
+    );
     setStatus("");
     main.dataset.analysis = "done";
   } catch (error) {
     if (mine !== generation) return;
     cam.clear();
-    $("cam-caption").textContent = "";
+    say($("cam-caption"), "");
     fail(error);
   }
 }
@@ -186,11 +195,11 @@ function changeWhere() {
 async function showActivations(layer) {
   const image = picker.fields();
   if (!image) {
-    showError(new Error("Pick a photo first: feature maps are computed for a photo."));
+    showError(new PageError("error.pick_photo"));
     return;
   }
   clearError();
-  setStatus(`Computing the feature maps of ${layer}...`);
+  setStatus(msg("status.activations", { layer }));
   try {
     layers.showActivations(
       await postForm("/api/activations", { model: modelSelect.value, layer, ...image }),
@@ -216,17 +225,17 @@ async function loadLayers() {
 
 async function chooseModel() {
   const entry = modelSelect.selectedOptions[0];
-  $("model-note").textContent =
-    entry.dataset.loaded === "true" ? "" : "The first use loads the network (a few seconds).";
+  say($("model-note"), entry.dataset.loaded === "true" ? "" : msg("inputs.model_loading"));
   await Promise.all([loadLayers(), analyse()]);
   entry.dataset.loaded = "true";
-  $("model-note").textContent = "";
+  say($("model-note"), "");
 }
 
 async function start() {
   try {
-    const [models, colormaps, runtime] = await Promise.all([
+    const [models, , colormaps, runtime] = await Promise.all([
       getJSON("/api/models"),
+      startI18n(),
       getJSON("/api/colormaps"),
       browser.status(),
       picker.loadSamples(),
@@ -246,7 +255,7 @@ async function start() {
       }),
     );
     if (!models.models.length) {
-      showError(new Error("No network is available: see 'imgrec zoo' for the weights."));
+      showError(new PageError("error.no_models"));
       return;
     }
     modelSelect.disabled = false;

@@ -12,6 +12,7 @@
 // over can change order.
 
 import { getJSON } from "./api.js";
+import { msg, PageError } from "./i18n.js";
 
 // Sessions kept ready, across models and backends; each holds the network's weights.
 const KEPT_SESSIONS = 2;
@@ -70,15 +71,15 @@ function toInput(bitmap, recipe, channels) {
   return { data, dims: [1, height, width, channels] };
 }
 
-// Why WebGPU cannot run here, or "" when it may.
+// Why WebGPU cannot run here (a message of i18n.js), or null when it may.
 async function webgpuMissing() {
-  if (!navigator.gpu) return "this browser has no navigator.gpu";
+  if (!navigator.gpu) return msg("webgpu.no_navigator_gpu");
   try {
-    if (!(await navigator.gpu.requestAdapter())) return "no WebGPU adapter was found";
+    if (!(await navigator.gpu.requestAdapter())) return msg("webgpu.no_adapter");
   } catch (error) {
-    return `no WebGPU adapter: ${error.message}`;
+    return msg("webgpu.adapter_error", { reason: error.message });
   }
-  return "";
+  return null;
 }
 
 function topClasses(probabilities, classNames, count) {
@@ -109,7 +110,8 @@ export class BrowserClassifier {
   // Classify a photo (a Blob: a File, or a fetched sample) with the network called `model`.
   // Returns {model, top, backend, time_ms, fps, preprocess_ms, first: null | {load_ms,
   // bytes, run_ms}, note}: `first` is there when this call created the session, and
-  // time_ms is then a second, warm run. `note` says why WebGPU was not used, if asked for.
+  // time_ms is then a second, warm run. `note` says why WebGPU was not used, if asked for
+  // (a message of i18n.js), and is "" otherwise.
   async classify(model, photo, { gpu = false, top = 5 } = {}) {
     const runtime = await this.status();
     if (!runtime.available) throw new Error(runtime.message);
@@ -126,7 +128,7 @@ export class BrowserClassifier {
     let note = "";
     if (gpu) {
       const missing = await webgpuMissing();
-      if (missing) note = `WebGPU is not available (${missing}): ran on WASM instead.`;
+      if (missing) note = msg("webgpu.unavailable", { reason: missing });
       else backend = "webgpu";
     }
     let prepared;
@@ -134,7 +136,7 @@ export class BrowserClassifier {
       prepared = await this.session(description, backend);
     } catch (error) {
       if (backend !== "webgpu") throw error;
-      note = `WebGPU failed (${error.message}): ran on WASM instead.`;
+      note = msg("webgpu.failed", { reason: error.message });
       backend = "wasm";
       prepared = await this.session(description, backend);
     }
@@ -201,7 +203,7 @@ export class BrowserClassifier {
       } catch {
         // not JSON: the status says enough
       }
-      throw new Error(`${description.model}: the ONNX export could not be fetched (${message})`);
+      throw new PageError("error.onnx_fetch", { model: description.model, reason: message });
     }
     const bytes = await response.arrayBuffer();
     const session = await ort.InferenceSession.create(bytes, {
@@ -230,18 +232,21 @@ export class BrowserClassifier {
 
 const duration = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${ms.toFixed(1)} ms`);
 
-// What a classify() result took, in words: the warm forward pass first.
+// What a classify() result took, as a message of i18n.js: the warm forward pass first.
 export function describeRun(result) {
-  let text =
-    `${result.model} on ${result.backend}: ${result.time_ms.toFixed(1)} ms ` +
-    `(${result.fps.toFixed(1)} fps) for the forward pass, ` +
-    `${result.preprocess_ms.toFixed(1)} ms to prepare the photo`;
-  if (result.first) {
-    const mib = (result.first.bytes / 2 ** 20).toFixed(1);
-    text +=
-      `; the first use took ${duration(result.first.load_ms)} to fetch the model ` +
-      `(${mib} MiB) and create the session, and ${duration(result.first.run_ms)} ` +
-      "for its first run";
-  }
-  return text;
+  const first = result.first
+    ? msg("run.browser_first", {
+        load: duration(result.first.load_ms),
+        mib: (result.first.bytes / 2 ** 20).toFixed(1),
+        first_run: duration(result.first.run_ms),
+      })
+    : "";
+  return msg("run.browser", {
+    model: result.model,
+    backend: result.backend,
+    ms: result.time_ms.toFixed(1),
+    fps: result.fps.toFixed(1),
+    prepare: result.preprocess_ms.toFixed(1),
+    first,
+  });
 }

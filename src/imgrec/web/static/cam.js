@@ -4,11 +4,13 @@
 // it over the photo at the chosen opacity. Moving the slider or changing the colormap
 // never goes back to the server.
 
+import { PageError } from "./i18n.js";
+
 function loadImage(src) {
   return new Promise((resolve, reject) => {
     const image = new Image();
     image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error("the server sent an image the browser cannot show"));
+    image.onerror = () => reject(new PageError("error.bad_image"));
     image.src = src;
   });
 }

@@ -1,6 +1,8 @@
 // The model's layers as a table; a click on a layer with a spatial (H x W x C) output
 // asks for its feature maps on the current photo and shows them as a grid.
 
+import { msg, say } from "./i18n.js";
+
 const spatial = (shape) => Array.isArray(shape) && shape.length === 4;
 
 // [null, 112, 112, 32] (the batch first) reads "112 x 112 x 32"; several outputs, one each.
@@ -20,7 +22,7 @@ export class LayerView {
 
   show(layers) {
     this.grid.replaceChildren();
-    this.caption.textContent = "Feature maps";
+    say(this.caption, msg("layers.maps"));
     this.body.replaceChildren(
       ...layers.map((layer, index) => {
         const row = document.createElement("tr");
@@ -64,15 +66,20 @@ export class LayerView {
   }
 
   showActivations(result) {
-    this.caption.textContent =
-      `Feature maps of ${result.layer}: ${result.shape.join(" x ")}, ` +
-      `first ${result.channels.length} channels`;
+    say(
+      this.caption,
+      msg("layers.maps_of", {
+        layer: result.layer,
+        shape: result.shape.join(" x "),
+        count: result.channels.length,
+      }),
+    );
     this.grid.replaceChildren(
       ...result.channels.map((src, channel) => {
         const figure = document.createElement("figure");
         const image = document.createElement("img");
         image.src = src;
-        image.alt = `channel ${channel}`;
+        say(image, msg("layers.channel", { channel }), "alt");
         const caption = document.createElement("figcaption");
         caption.textContent = String(channel);
         figure.append(image, caption);

@@ -1,5 +1,7 @@
 // The top-K classes as bars with percentages, and how long the network took.
 
+import { msg, say } from "./i18n.js";
+
 const percent = (p) => `${(p * 100).toFixed(2)}%`;
 
 // The bars alone: `top` is a list of {class, index, probability}, best first.
@@ -10,7 +12,7 @@ export function renderTop(list, top) {
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = entry.class;
-      name.title = `${entry.class} (class ${entry.index})`;
+      say(name, msg("results.class_title", { name: entry.class, index: entry.index }), "title");
       const bar = document.createElement("div");
       bar.className = "bar";
       const fill = document.createElement("div");
@@ -29,12 +31,18 @@ export function renderTop(list, top) {
 // The server's answer from /api/predict: the bars, and the forward pass's time.
 export function renderPredictions(list, timing, result, roundTripMs) {
   renderTop(list, result.top);
-  timing.textContent =
-    `${result.model}: ${result.time_ms.toFixed(1)} ms (${result.fps.toFixed(1)} fps) ` +
-    `for the forward pass; ${Math.round(roundTripMs)} ms round trip`;
+  say(
+    timing,
+    msg("run.server", {
+      model: result.model,
+      ms: result.time_ms.toFixed(1),
+      fps: result.fps.toFixed(1),
+      round_trip: Math.round(roundTripMs),
+    }),
+  );
 }
 
 export function clearPredictions(list, timing) {
   list.replaceChildren();
-  timing.textContent = "";
+  say(timing, "");
 }

@@ -3,6 +3,7 @@
 // the photo's bytes for classifying in the browser.
 
 import { getJSON } from "./api.js";
+import { PageError } from "./i18n.js";
 
 export class ImagePicker {
   constructor({ samples, fileInput, dropZone, urlForm, urlInput, onChange, onError }) {
@@ -60,7 +61,7 @@ export class ImagePicker {
     // Refuse here what the server would refuse, without sending megabytes first.
     if (file.size > this.uploadLimit) {
       const mib = (this.uploadLimit / 2 ** 20).toFixed(1);
-      this.onError(new Error(`${file.name}: larger than the upload limit of ${mib} MiB`));
+      this.onError(new PageError("error.too_large", { name: file.name, mib }));
       return;
     }
     this.choose({ kind: "file", value: file, label: file.name });
@@ -90,10 +91,7 @@ export class ImagePicker {
     try {
       response = await fetch(kind === "sample" ? url : value);
     } catch {
-      throw new Error(
-        `${value}: the browser may not read this image (its host does not allow other ` +
-          "pages to); save it and choose the file, or run the network on the server",
-      );
+      throw new PageError("error.cors", { url: value });
     }
     if (!response.ok) throw new Error(`${value}: ${response.status} ${response.statusText}`);
     return response.blob();
