@@ -12,15 +12,19 @@ import json
 from imgrec.models.registry import ZOO_KIND, create_model, list_models
 
 
+def count(name: str) -> dict[str, int]:
+    """Parameters and depth (layers that hold weights) of zoo network ``name``, built once."""
+    model = create_model(name)
+    return {
+        "parameters": int(model.count_params()),
+        "depth": sum(1 for layer in model.layers if layer.weights),
+    }
+
+
 def main() -> None:
     counts = {}
     for name in list_models(ZOO_KIND):
-        model = create_model(name)
-        counts[name] = {
-            "parameters": int(model.count_params()),
-            "depth": sum(1 for layer in model.layers if layer.weights),
-        }
-        del model
+        counts[name] = count(name)
         gc.collect()
     print(json.dumps(counts))
 
