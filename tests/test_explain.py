@@ -121,6 +121,41 @@ def test_cam_is_gradcam_on_a_network_ending_in_pooling_and_one_dense_layer(mobil
     np.testing.assert_allclose(cam.heatmap, gradcam.heatmap, atol=1e-4)
 
 
+def test_cam_on_a_network_whose_last_convolution_makes_the_class_maps(chelsea):
+    # SqueezeNet's and NiN's ending: one map per class, then global average pooling
+    # alone. The class score is the mean of its own channel, so that channel is the map.
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(
+        8,
+        3,
+        strides=2,
+        activation="relu",
+        kernel_initializer=keras.initializers.RandomUniform(-1, 1, seed=0),
+    )(inputs)
+    # A positive kernel and bias keep every class map alive (>= 1), yet uneven.
+    class_maps = keras.layers.Conv2D(
+        3,
+        1,
+        activation="relu",
+        kernel_initializer=keras.initializers.RandomUniform(0, 1, seed=1),
+        bias_initializer="ones",
+        name="class_maps",
+    )
+    maps = class_maps(x)
+    x = keras.layers.GlobalAveragePooling2D()(maps)
+    outputs = keras.layers.Activation("softmax")(x)
+    model = with_info(keras.Model(inputs, outputs), 3, (32, 32))
+    cam = class_activation_map(model, chelsea, method="cam", class_index=1)
+    gradcam = class_activation_map(model, chelsea, method="gradcam", class_index=1)
+    assert cam.layer == gradcam.layer == "class_maps"
+    np.testing.assert_allclose(cam.heatmap, gradcam.heatmap, atol=1e-4)
+    seen = model_info(model).preprocessing.normalize(cam.image[np.newaxis])
+    channel = keras.Model(inputs, maps).predict(seen, verbose=0)[0, ..., 1]
+    assert channel.min() >= 1 and channel.max() > 2 * channel.min()  # alive and uneven
+    upsampled = np.asarray(Image.fromarray(channel).resize((32, 32), Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(cam.heatmap, upsampled / upsampled.max(), atol=1e-5)
+
+
 @pytest.mark.parametrize(("arch", "shape"), [("cifar-cnn", (32, 32, 3)), ("vgg-bn", (32, 32, 3))])
 def test_cam_refuses_networks_with_more_than_one_layer_after_the_map(arch, shape, chelsea):
     # cifar-cnn flattens into two Dense layers; vgg-bn pools, then Dense-BN-ReLU-Dense.

@@ -42,12 +42,30 @@ def run_zoo(args: argparse.Namespace) -> int:
             for i, (cell, w) in enumerate(zip(line, widths, strict=True))
         ]
         print("  ".join(padded).rstrip())
-    if not args.quiet and any(row["weights"] == "unavailable" for row in rows):
+    if not args.quiet:
+        _print_missing_weights(rows)
+    return 0
+
+
+def _print_missing_weights(rows: list[dict[str, object]]) -> None:
+    """Say how to get the weights the table calls unavailable."""
+    from imgrec.models.zoo import get_entry, torch_hub_instructions
+
+    missing = [get_entry(row["name"]) for row in rows if row["weights"] == "unavailable"]
+    if not missing:
+        return
+    print()
+    if any(entry.keras_weights_file for entry in missing):
         print(
-            "\nunavailable: no internet and no file in the Keras cache; "
+            "unavailable: no internet and no file in the Keras cache; "
             "'imgrec predict --model NAME' names the file to get."
         )
-    return 0
+    for entry in missing:
+        if entry.torch_hub:
+            print(
+                f"{entry.display_name} needs torchvision's weights: "
+                f"{torch_hub_instructions(entry.torch_hub)}, or pass it with --weights FILE."
+            )
 
 
 def run_datasets(args: argparse.Namespace) -> int:

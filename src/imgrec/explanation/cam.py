@@ -7,7 +7,9 @@ scaled to [0, 1]:
 - ``cam``: Zhou et al., "Learning Deep Features for Discriminative Localization",
   CVPR 2016. For networks that end in global average pooling and one Dense layer,
   the class score is the average of ``sum_k w[k, c] A[..., k]`` plus a bias, so that
-  weighted sum is the map. No gradients.
+  weighted sum is the map. No gradients. For networks whose last convolution makes
+  one map per class and that end in global average pooling alone (SqueezeNet, NiN),
+  the class score is the average of ``A[..., c]``, so that channel is the map.
 - ``gradcam``: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks
   via Gradient-based Localization", ICCV 2017. Any CNN: the channels are weighted by
   the spatial mean of the gradient of the class score. On a network of the ``cam``
@@ -163,7 +165,7 @@ def class_activation_map(
         SpecError: unknown ``method``.
         ModelError: no imgrec metadata, no such layer (the message lists the
             candidates), a class index out of range, ``cam`` on a network that does
-            not end in global average pooling and one Dense layer, or a backend
+            not end in global average pooling and at most one Dense layer, or a backend
             that cannot differentiate.
         ImageError: ``image`` is not a uint8 image.
     """
@@ -178,10 +180,10 @@ def class_activation_map(
     if class_index is not None:
         _check_class_index(model, classes, class_index)
     target = _target(model, layer)
-    if method == "cam" and not (target.pooling_only and target.classifier is not None):
+    if method == "cam" and not target.pooling_only:
         raise ModelError(
-            f"cam needs a network that ends in global average pooling and one Dense "
-            f"layer, with the map that feeds the pooling; model {model.name!r} "
+            f"cam needs a network that ends in global average pooling and at most one "
+            f"Dense layer, with the map that feeds the pooling; model {model.name!r} "
             f"{_ending(target)}; use gradcam or gradcam++"
         )
     # predict_on_batch calls the model with training=False, compiled once per model
@@ -190,7 +192,7 @@ def class_activation_map(
     probabilities = class_probabilities(outputs)[0]
     index = int(np.argmax(probabilities)) if class_index is None else int(class_index)
     if method == "cam":
-        weights = keras.ops.convert_to_numpy(target.classifier.kernel)
+        weights = _cam_weights(target, feature_map.shape[-1])
         if weights.shape[-1] == 1:
             weights = np.concatenate([-weights, weights], axis=-1)
         low = feature_map[0] @ weights[:, index]
@@ -441,6 +443,14 @@ def _pooling_only(head: keras.Model) -> bool:
         isinstance(layer, (keras.layers.GlobalAveragePooling2D, *_INFERENCE_IDENTITY))
         for layer in layers
     )
+
+
+def _cam_weights(target: _Target, channels: int) -> np.ndarray:
+    """CAM's ``channels x classes`` weights: the Dense layer's kernel, or the identity
+    when the pooled map is the output (each channel is then one class's map)."""
+    if target.classifier is None:
+        return np.eye(channels, dtype=np.float32)
+    return keras.ops.convert_to_numpy(target.classifier.kernel)
 
 
 def _ending(target: _Target) -> str:

@@ -1,29 +1,36 @@
-"""Build every zoo network once and print its parameters and depth as JSON.
+"""Build zoo networks once and print their parameters and depth as JSON.
 
-Run as ``python -m imgrec.models.count_parameters``; ``zoo.parameter_counts`` calls it
-in a child process so that the caller never imports TensorFlow.
+Run as ``python -m imgrec.models.count_parameters [NAME ...]`` (default: every zoo
+network); ``zoo.parameter_counts`` calls it in a child process so that the caller
+never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import sys
 
 from imgrec.models.registry import ZOO_KIND, create_model, list_models
 
 
-def main() -> None:
+def count(name: str) -> dict[str, int]:
+    """Parameters and depth (layers that hold weights) of zoo network ``name``, built once."""
+    model = create_model(name)
+    return {
+        "parameters": int(model.count_params()),
+        "depth": sum(1 for layer in model.layers if layer.weights),
+    }
+
+
+def main(names: list[str] | None = None) -> None:
+    """Print ``{name: count(name)}`` as JSON for ``names`` (default: every zoo network)."""
     counts = {}
-    for name in list_models(ZOO_KIND):
-        model = create_model(name)
-        counts[name] = {
-            "parameters": int(model.count_params()),
-            "depth": sum(1 for layer in model.layers if layer.weights),
-        }
-        del model
+    for name in names or list_models(ZOO_KIND):
+        counts[name] = count(name)
         gc.collect()
     print(json.dumps(counts))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,8 +2,10 @@
 
 The order: a weights file the user names; Keras's cache (``~/.keras/models``); a
 download, when the weights host answers; an offline package that carries
-PyTorch weights (converted once into Keras's layout and cached under
-``imgrec_home()/converted``). Preprocessing follows where the weights came from.
+PyTorch weights; torchvision's weights file in PyTorch's hub cache
+(``~/.cache/torch/hub/checkpoints``). PyTorch weights are converted once into
+Keras's layout and cached under ``imgrec_home()/converted``. Preprocessing follows
+where the weights came from.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from imgrec.models.labels import imagenet_class_names
 from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.mobilenet_v2 import MobileNetV2Torchvision, load_torchvision_state_dict
 from imgrec.models.preprocessing import Preprocessing, keras_imagenet, torchvision_imagenet
+from imgrec.models.squeezenet import SqueezeNet1_1
+from imgrec.models.squeezenet import load_torch_state_dict as load_squeezenet_state_dict
 from imgrec.models.torch_weights import load_state_dict
 from imgrec.models.zoo import (
     ZooEntry,
@@ -57,6 +61,9 @@ _TORCH_ARCHITECTURES = {
     ),
     "efficientnet_lite0": _TorchArchitecture(
         EfficientNetLite0, load_torch_state_dict, lite_preprocessing
+    ),
+    "squeezenet1_1": _TorchArchitecture(
+        SqueezeNet1_1, load_squeezenet_state_dict, torchvision_imagenet
     ),
 }
 
@@ -96,13 +103,15 @@ def load_backbone(
             entry, input_shape=input_shape, include_top=False, pooling="avg"
         )
         return backbone, torchvision_imagenet(input_shape[0]), "random initialisation"
-    if weights_origin(entry) == "offline package":
+    local = weights_origin(entry) in ("offline package", "torch hub cache")
+    torch_file = _local_torch_file(entry) if local else None
+    if torch_file is not None:
         # Straight from the PyTorch state dict into the headless twin: loading the
         # whole converted network only to copy its layers would build it twice.
         architecture = _TORCH_ARCHITECTURES[entry.name]
         backbone = architecture.build(input_shape=input_shape, include_top=False, pooling="avg")
-        architecture.load_state_dict(backbone, load_state_dict(entry.offline.path()))
-        return backbone, architecture.preprocessing(), _offline_origin(entry)
+        architecture.load_state_dict(backbone, load_state_dict(torch_file[0]))
+        return backbone, architecture.preprocessing(), torch_file[1]
     full = load_pretrained(name)
     info = model_info(full)
     # The weights fit the layout they were loaded into: Keras's own or PyTorch's twin.
@@ -143,14 +152,25 @@ def load_pretrained(name: str, weights: str | Path | None = None) -> keras.Model
             if entry.offline is None:
                 raise
             print(f"imgrec: {err}; using the offline package instead", file=sys.stderr)
-    offline_file = entry.offline.path() if entry.offline else None
-    if offline_file is not None:
-        return _with_torch_weights(entry, offline_file, _offline_origin(entry))
+    torch_file = _local_torch_file(entry)
+    if torch_file is not None:
+        return _with_torch_weights(entry, *torch_file)
     raise WeightsError(missing_weights_message(entry))
 
 
-def _offline_origin(entry: ZooEntry) -> str:
-    return f"offline package {entry.offline.package}: {entry.offline.description}"
+def _local_torch_file(entry: ZooEntry) -> tuple[Path, str] | None:
+    """PyTorch weights for ``entry`` on this machine, and where they came from.
+
+    An offline package first, then torchvision's file in PyTorch's hub cache;
+    ``None`` when there is neither.
+    """
+    path = entry.offline.path() if entry.offline else None
+    if path is not None:
+        return path, f"offline package {entry.offline.package}: {entry.offline.description}"
+    path = entry.torch_hub.path() if entry.torch_hub else None
+    if path is not None:
+        return path, f"torch hub cache ({path}): {entry.torch_hub.description}"
+    return None
 
 
 def _info(entry: ZooEntry, preprocessing: Preprocessing, origin: str) -> ModelInfo:

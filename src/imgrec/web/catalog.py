@@ -1,10 +1,11 @@
 """The networks the web page offers, and the only way a request can name one.
 
 Two kinds: the zoo's ImageNet networks whose weights are on this machine now (the
-Keras cache or an offline package: choosing one never starts a download), and every
-``.keras`` file directly inside the models folder. A request names a model by the
-name this listing gives it; the name is looked up, never joined to a path, so
-``../secret.keras`` or ``/etc/passwd`` simply is not in the listing.
+Keras cache, an offline package or PyTorch's hub cache: choosing one never starts a
+download), and every ``.keras`` file directly inside the models folder. A request
+names a model by the name this listing gives it; the name is looked up, never
+joined to a path, so ``../secret.keras`` or ``/etc/passwd`` simply is not in the
+listing.
 
 The folder is listed again on every lookup (one ``scandir``), so a model copied into
 it appears on the page's next load, and a file replaced on disk gets a new version.
@@ -114,4 +115,8 @@ class ModelCatalog:
 
 
 def _weights_here(entry: ZooEntry) -> bool:
-    return bool(keras_cached_weights(entry) or (entry.offline and entry.offline.path()))
+    return bool(
+        keras_cached_weights(entry)
+        or (entry.offline and entry.offline.path())
+        or (entry.torch_hub and entry.torch_hub.path())
+    )
