@@ -190,7 +190,7 @@ def make_screenshots(work: Path) -> tuple[dict[str, Path], str]:
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(url)
-                page.wait_for_selector("#model:not([disabled])")
+                page.wait_for_selector("#model:not([disabled])", timeout=300_000)
                 page.click('#samples button[data-sample="chelsea"]')
                 page.wait_for_selector('#main[data-analysis="done"]', timeout=300_000)
                 classes = page.locator("#top li .name").all_text_contents()
@@ -200,10 +200,11 @@ def make_screenshots(work: Path) -> tuple[dict[str, Path], str]:
                 layer = row.get_attribute("data-layer")
                 row.click()
                 page.mouse.move(0, 0)  # no row highlighted by the pointer
-                page.wait_for_selector("#activations img")
+                page.wait_for_selector("#activations img", timeout=300_000)
                 page.wait_for_function(
                     "() => Array.from(document.querySelectorAll('#activations img'))"
-                    ".every(img => img.complete)"
+                    ".every(img => img.complete)",
+                    timeout=60_000,
                 )
                 page.locator("#layer-panel").screenshot(path=work / "layers.png")
             finally:
@@ -335,9 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {', '.join(missing)} need {CHROMIUM} (apt-get install chromium)")
         return 1
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    failed = []
     for key in keys:
-        make(key, args.out)
-    return 0
+        try:
+            make(key, args.out)
+        except Exception as error:  # one entry's failure must not stop the others
+            print(f"error: {key}: {type(error).__name__}: {error}", file=sys.stderr)
+            failed.append(key)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
