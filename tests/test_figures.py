@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -31,9 +32,11 @@ MAX_BYTES = 200_000
 MAX_TOTAL_BYTES = 3_000_000
 
 
+@functools.cache
 def _script():
     spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["make_figures"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
