@@ -196,9 +196,8 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         found = [image for item in source for image in list_images(item)]
         return list(dict.fromkeys(found))
     text = os.fspath(source)
-    if "://" in text and not text.startswith("file://"):
+    if "://" in text:
         return _list_remote(text)
-    text = text.removeprefix("file://")
     path = Path(text)
     if not path.exists() and any(c in text for c in _GLOB_CHARS):
         return [str(item) for item in expand_inputs(sorted(glob.glob(text, recursive=True)))]
