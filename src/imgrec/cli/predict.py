@@ -78,6 +78,8 @@ def _run_ray(args: argparse.Namespace) -> int:
     summary = predict_ray(args.images, **passed)
     if args.json:
         print_json(summary)
+    elif not args.quiet and summary["skipped"] == summary["images"]:
+        print(f"every image is in {summary['out']} already")
     elif not args.quiet:
         print(
             f"{summary['classified']} classified, {summary['failed']} failed, "

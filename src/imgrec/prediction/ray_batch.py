@@ -109,6 +109,11 @@ def predict_ray(
         "failed": 0,
         "batch_size": batch_size,
     }
+    if not todo:  # nothing to do: no model, no Ray
+        table.close()
+        zero = dict.fromkeys(["ray_start_seconds", "first_rows_seconds", "seconds"], 0.0)
+        rates = dict.fromkeys(["images_per_second", "steady_images_per_second"], 0.0)
+        return summary | zero | rates | {"workers": workers or 0, "runtime": None}
     engine = load_runtime(model, runtime, weights=weights, verbose=verbose)
     spec = worker_model(engine, model, weights)
     summary["runtime"] = spec.runtime
