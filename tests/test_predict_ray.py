@@ -318,6 +318,41 @@ def test_cli_ray_engine_resumes_a_killed_parquet_run(ray_cluster, onnx_model, ph
     check_rows([{**rows[0], "class_1": "espresso"}, *rows[1:]], photos)
 
 
+def test_local_engine_writes_out_and_resumes(photos, tmp_path, capsys):
+    """``--out`` and ``--resume`` with the local engine: the same table, only missing rows
+    added (a tiny Keras model: what is tested is the table, not the classes)."""
+    import keras
+
+    import imgrec
+    from imgrec.cli import main
+    from imgrec.models.metadata import ModelInfo, attach_info
+    from imgrec.models.preprocessing import Preprocessing
+
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    attach_info(
+        model, ModelInfo("tiny", ("a", "b", "c"), Preprocessing((8, 8), scale=1 / 255), "-")
+    )
+    model_path = tmp_path / "tiny.keras"
+    imgrec.save_model(model, model_path)
+    out = tmp_path / "r.jsonl"
+    args = ["predict", str(photos), "--model", str(model_path), "--runtime", "keras", "--top", "2"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 1  # the broken files
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(Path(r["image"]).name for r in rows) == sorted([*GOOD, *BAD])
+    assert main([*args, "--out", str(out)]) != 0
+    assert "--resume" in capsys.readouterr().err
+    kept = [r for r in rows if Path(r["image"]).name not in ("coffee.png", "bomb.png")]
+    out.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    assert main([*args, "--out", str(out), "--resume", "--json"]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert sorted(Path(r["image"]).name for r in printed) == ["bomb.png", "coffee.png"]
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert again[: len(kept)] == kept
+    assert sorted(Path(r["image"]).name for r in again) == sorted([*GOOD, *BAD])
+
+
 def test_cli_refuses_engine_flags_out_of_place(capsys):
     from imgrec.cli import main
 

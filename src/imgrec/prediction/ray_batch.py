@@ -137,35 +137,34 @@ def _run(
     workers, batch_size = summary["workers"], summary["batch_size"]
     start = time.perf_counter()
     first_at, first_rows, rows = None, 0, 0
-    with tqdm(total=len(todo), unit="img", file=sys.stderr, disable=not verbose) as bar:
-        if todo:
-            items = [{"image": image, "path": reading_path(image)} for image in todo]
-            # Blocks of a few batches: every worker gets work, and rows come back steadily.
-            blocks = max(min(len(items), workers), min(len(items) // batch_size, 64 * workers))
-            dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-                BatchClassifier,
-                # The model goes by reference: the driver keeps it in Ray's object store
-                # while the job runs, for workers that Ray restarts too.
-                fn_constructor_kwargs={"model": [ray.put(spec)], "top": table.top},
-                batch_size=batch_size,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=_cpus_per_worker(ray, workers),
-            )
-            try:
-                for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    results = batch.to_pylist()
-                    table.write(results)
-                    rows += len(results)
-                    summary["failed"] += sum(r["error"] is not None for r in results)
-                    if first_at is None:
-                        first_at, first_rows = time.perf_counter() - start, rows
-                    bar.update(len(results))
-            except ray.exceptions.RayError as err:
-                raise ImgrecError(
-                    f"the Ray job stopped after {rows} rows ({type(err).__name__}: {err}); "
-                    f"the rows are in {table.path}: run again with --resume for the rest"
-                ) from err
+    with tqdm(total=len(todo), unit="img", file=sys.stderr, disable=not verbose, delay=1.0) as bar:
+        items = [{"image": image, "path": reading_path(image)} for image in todo]
+        # Blocks of a few batches: every worker gets work, and rows come back steadily.
+        blocks = max(min(len(items), workers), min(len(items) // batch_size, 64 * workers))
+        dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+            BatchClassifier,
+            # The model goes by reference: the driver keeps it in Ray's object store
+            # while the job runs, for workers that Ray restarts too.
+            fn_constructor_kwargs={"model": [ray.put(spec)], "top": table.top},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=_cpus_per_worker(ray, workers),
+        )
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                results = batch.to_pylist()
+                table.write(results)
+                rows += len(results)
+                summary["failed"] += sum(r["error"] is not None for r in results)
+                if first_at is None:
+                    first_at, first_rows = time.perf_counter() - start, rows
+                bar.update(len(results))
+        except ray.exceptions.RayError as err:
+            raise ImgrecError(
+                f"the Ray job stopped after {rows} rows ({type(err).__name__}: {err}); "
+                f"the rows are in {table.path}: run again with --resume for the rest"
+            ) from err
     seconds = time.perf_counter() - start
     summary["classified"] = rows - summary["failed"]
     summary["seconds"] = seconds
@@ -173,13 +172,6 @@ def _run(
     summary["images_per_second"] = rows / seconds if rows else 0.0
     later = seconds - (first_at or 0.0)
     summary["steady_images_per_second"] = (rows - first_rows) / later if later > 0 else 0.0
-    if verbose and todo:
-        print(
-            f"{rows} images in {seconds:.1f} s on {workers} Ray workers "
-            f"({summary['failed']} failed; first rows after {first_at or 0:.1f} s); "
-            f"written to {table.path}",
-            file=sys.stderr,
-        )
 
 
 def reading_path(image: str) -> str:
@@ -276,40 +268,56 @@ def _import_ray() -> Any:
 def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator[float]:
     """Ray for one run: the one this process started already, a cluster, or a local one
     (stopped afterwards). Yields how many CPUs it has."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # ours counts images
-    context.print_on_execution_start = False
-    quiet = [logging.getLogger(name) for name in ("ray", "ray.data")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.WARNING)
     started = False
+    with _quiet(ray):
+        try:
+            if not ray.is_initialized():
+                options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                if not (address or os.environ.get("RAY_ADDRESS")):
+                    options["num_cpus"] = os.cpu_count() or 1
+                try:
+                    ray.init(address=address, logging_level=logging.ERROR, **options)
+                except ConnectionError as err:
+                    raise ImgrecError(f"cannot reach Ray at {address}: {err}") from err
+                started = True
+            yield float(ray.cluster_resources().get("CPU", 1))
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _quiet(ray: Any) -> Iterator[None]:
+    """Only what a user needs on the terminal while Ray runs, and everything as it was after.
+
+    Ray's start-up notices (token authentication is on, ...) and its core's note that
+    Ray Data keeps a worker's arguments in the object store (ray-project/ray#53727)
+    are no news for a user (the core says once which log level it took instead);
+    Ray's failures still reach them as exceptions, and every Ray process keeps its
+    log in Ray's session folder. Ray Data's progress bars give way to imgrec's, which
+    counts images.
+    """
+    context = ray.data.DataContext.get_current()
+    settings = {"enable_progress_bars": False, "print_on_execution_start": False}
+    before = {name: getattr(context, name) for name in settings}
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [logger.level for logger in loggers]
+    backend = os.environ.get("RAY_BACKEND_LOG_LEVEL")
     try:
-        if not ray.is_initialized():
-            # Ray's start-up notices (token authentication is on, ...) are no news for
-            # the user, nor is its core's note that Ray Data keeps a worker's arguments
-            # in the object store (ray-project/ray#53727); errors still show, and every
-            # process's log stays in Ray's session folder.
-            options: dict[str, Any] = {
-                "include_dashboard": False,
-                "log_to_driver": False,
-                "logging_level": logging.ERROR,
-            }
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-            if not (address or os.environ.get("RAY_ADDRESS")):
-                options["num_cpus"] = os.cpu_count() or 1
-            try:
-                ray.init(address=address, **options)
-            except ConnectionError as err:
-                raise ImgrecError(f"cannot reach Ray at {address}: {err}") from err
-            started = True
-            logging.getLogger("ray").setLevel(logging.WARNING)
-        yield float(ray.cluster_resources().get("CPU", 1))
+        for name, value in settings.items():
+            setattr(context, name, value)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)  # "progress bars disabled", and the like
+        if backend is None:  # read when Ray starts this process's core
+            os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+        yield
     finally:
-        if started:
-            ray.shutdown()
-        for logger, level in zip(quiet, levels, strict=True):
+        for name, value in before.items():
+            setattr(context, name, value)
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+        if backend is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
 def _cpus_per_worker(ray: Any, workers: int) -> float:
