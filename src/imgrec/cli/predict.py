@@ -81,13 +81,21 @@ def _run_ray(args: argparse.Namespace) -> int:
     elif not args.quiet and summary["skipped"] == summary["images"]:
         print(f"every image is in {summary['out']} already")
     elif not args.quiet:
-        print(
-            f"{summary['classified']} classified, {summary['failed']} failed, "
-            f"{summary['skipped']} already in {summary['out']}; "
-            f"{summary['images_per_second']:.1f} images/s on {summary['workers']} Ray workers "
-            f"({summary['runtime']} runtime, batch size {summary['batch_size']})"
-        )
+        print(_ray_summary(summary))
     return 1 if summary["failed"] else 0
+
+
+def _ray_summary(summary: dict) -> str:
+    """What a Ray run did, in one line: rows, time, start-up, rate once running."""
+    steady = summary["steady_images_per_second"]
+    return (
+        f"{summary['classified']} classified, {summary['failed']} failed, "
+        f"{summary['skipped']} already in {summary['out']}: {summary['seconds']:.1f} s on "
+        f"{summary['workers']} Ray workers, the first rows after "
+        f"{summary['first_rows_seconds']:.1f} s"
+        + (f", then {steady:.1f} images/s" if steady else "")
+        + f" ({summary['runtime']} runtime, batch size {summary['batch_size']})"
+    )
 
 
 def _print_table(results: list[dict], batch: dict, *, quiet: bool) -> None:
