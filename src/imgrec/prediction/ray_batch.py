@@ -101,19 +101,10 @@ def predict_ray(
     if not images:
         raise ImgrecError(f"no images found in {_describe(source)}")
     todo = table.missing(images)
-    summary: dict[str, Any] = {
-        "out": os.fspath(out),
-        "images": len(images),
-        "skipped": len(images) - len(todo),
-        "classified": 0,
-        "failed": 0,
-        "batch_size": batch_size,
-    }
+    summary = _summary(out, images, todo, batch_size)
     if not todo:  # nothing to do: no model, no Ray
         table.close()
-        zero = dict.fromkeys(["ray_start_seconds", "first_rows_seconds", "seconds"], 0.0)
-        rates = dict.fromkeys(["images_per_second", "steady_images_per_second"], 0.0)
-        return summary | zero | rates | {"workers": workers or 0, "runtime": None}
+        return summary | {"workers": workers or 0, "runtime": None}
     engine = load_runtime(model, runtime, weights=weights, verbose=verbose)
     spec = worker_model(engine, model, weights)
     summary["runtime"] = spec.runtime
@@ -126,6 +117,21 @@ def predict_ray(
         finally:
             table.close()
     return summary
+
+
+def _summary(out: Any, images: list[str], todo: list[str], batch_size: int) -> dict[str, Any]:
+    """``predict_ray``'s answer before the job: counts, and zeros for what it measures."""
+    timings = ["ray_start_seconds", "first_rows_seconds", "seconds"]
+    rates = ["images_per_second", "steady_images_per_second"]
+    return {
+        "out": os.fspath(out),
+        "images": len(images),
+        "skipped": len(images) - len(todo),
+        "classified": 0,
+        "failed": 0,
+        "batch_size": batch_size,
+        **dict.fromkeys(timings + rates, 0.0),
+    }
 
 
 def _run(
