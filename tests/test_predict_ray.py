@@ -156,6 +156,15 @@ def test_sources_folder_glob_list_file_and_uri(photos, tmp_path):
     assert list_images([listing, photos / "coffee.png"]) == list_images(listing)
 
 
+def test_without_ray_the_engine_says_what_to_install(monkeypatch, photos, tmp_path):
+    from imgrec.prediction.ray_batch import predict_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ImgrecError, match=r"pip install 'imgrec\[ray\]'"):
+        predict_ray(photos, out=tmp_path / "r.csv")
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_help_and_the_worker_import_neither_ray_nor_keras():
     """``imgrec predict --help`` imports no Ray or pyarrow; a batch worker starts without
     TensorFlow or Keras (it runs ONNX Runtime from bytes)."""
