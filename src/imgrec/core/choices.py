@@ -12,6 +12,10 @@ DEFAULT_MODEL = "mobilenet_v2"
 # What runs a network's forward pass (imgrec.deploy.export_cache.load_runtime).
 RUNTIMES = ("auto", "keras", "onnx")
 
+# What runs `imgrec predict` over many images: this process (imgrec.prediction.predict_many)
+# or a pool of Ray Data workers (imgrec.prediction.ray_batch.predict_ray).
+ENGINES = ("local", "ray")
+
 # What imgrec.deploy.exporter.export writes, and the quantizations it offers.
 EXPORT_FORMATS = ("onnx", "tflite", "savedmodel")
 QUANTIZATIONS = ("fp16", "int8")

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from imgrec.core.errors import ModelError
+from imgrec.deploy.onnx_session import open_session
 from imgrec.deploy.sidecar import file_digest, read_sidecar
 from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
 
@@ -98,16 +99,7 @@ class OnnxRuntime(Runtime):
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, info: ModelInfo) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: its optimiser's notes are noise here
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=onnxruntime.get_available_providers()
-            )
-        except Exception as err:  # ONNX Runtime raises its own types for bad files
-            raise ModelError(f"{path}: ONNX Runtime cannot load this file ({err})") from err
+        self.session = open_session(path)
         (model_input,) = self.session.get_inputs()
         self._input = model_input.name
         self._outputs = [self.session.get_outputs()[0].name]

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
-import numpy as np
 
 from imgrec.core.errors import ModelError
+
+# class_probabilities lives with the other Keras-free output helpers; importable here too.
+from imgrec.models.outputs import class_probabilities as class_probabilities
 from imgrec.models.preprocessing import Preprocessing
 
 _ATTRIBUTE = "_imgrec_info"
@@ -79,15 +81,3 @@ def model_info(model: keras.Model) -> ModelInfo:
             "build it with imgrec.load_model"
         )
     return info
-
-
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """A model's outputs as N x classes probabilities, one column per class name.
-
-    A two-class network with a single sigmoid unit gives P(second class); it
-    becomes two columns, so every caller can treat every model the same way.
-    """
-    outputs = np.asarray(outputs)
-    if outputs.shape[-1] == 1:
-        return np.concatenate([1 - outputs, outputs], axis=-1)
-    return outputs

@@ -32,6 +32,7 @@ from imgrec.datasets.cache import workers as decoding_threads
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import Runtime, as_runtime
 from imgrec.models.metadata import ModelInfo
+from imgrec.models.outputs import top_classes
 
 ImageInput = str | os.PathLike | np.ndarray
 # Decoded images waiting for the network, per batch: enough to keep it fed.
@@ -195,28 +196,17 @@ def _classify(engine: Runtime, batch: np.ndarray, top: int) -> list[dict]:
     probabilities = engine.predict(batch)
     seconds = (time.perf_counter() - start) / len(batch)
     info = engine.info
-    records = []
-    for row in probabilities:
-        order = np.argsort(row)[::-1][:top]
-        records.append(
-            {
-                "model": info.name,
-                "weights": info.weights,
-                "runtime": engine.name,
-                "top": [
-                    {
-                        "rank": rank,
-                        "class": info.class_names[i],
-                        "index": int(i),
-                        "probability": float(row[i]),
-                    }
-                    for rank, i in enumerate(order, start=1)
-                ],
-                "time_ms": seconds * 1000,
-                "fps": 1 / seconds,
-            }
-        )
-    return records
+    return [
+        {
+            "model": info.name,
+            "weights": info.weights,
+            "runtime": engine.name,
+            "top": top_classes(row, info.class_names, top),
+            "time_ms": seconds * 1000,
+            "fps": 1 / seconds,
+        }
+        for row in probabilities
+    ]
 
 
 def _reader(engine: Runtime) -> Callable[[tuple[ImageInput, str]], np.ndarray]:
