@@ -24,15 +24,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -109,7 +112,8 @@ def doc_pages() -> list[Path]:
 
 # The Python blocks of a page run in this one process: each arrives on stdin as JSON, runs
 # in the same namespace (compiled under the page's name, its lines shifted to the page's, so
-# a traceback names the page and line), and is answered on a pipe of its own with "ok" or the traceback.
+# a traceback names the page and line), and is answered on a pipe of its own with "ok" or
+# the traceback.
 _PYTHON_DRIVER = r"""
 import json, os, sys, traceback
 answers = os.fdopen(int(sys.argv[1]), "w")
@@ -144,6 +148,7 @@ class PageRun:
             "PYTHONUNBUFFERED": "1",
         }
         self.python: subprocess.Popen | None = None
+        self.groups: list[int] = []
         self.log = workdir.parent / (workdir.name + ".python.log")
 
     def run(self, block: Block) -> None:
@@ -163,22 +168,28 @@ class PageRun:
             self._python(code, block.line)
 
     def _bash(self, code: str, line: int) -> None:
+        # Each block in a process group of its own, ended with the page (close()): a server
+        # a block leaves running in the background goes with it.
+        process = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", code],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.groups.append(process.pid)
         try:
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", code],
-                cwd=self.workdir,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=PAGE_TIMEOUT_S,
-            )
+            output, _ = process.communicate(timeout=PAGE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
             pytest.fail(f"{self.name}:{line}: the bash block ran over {PAGE_TIMEOUT_S} s")
-        if done.returncode != 0:
-            output = (done.stdout + done.stderr)[-4000:]
+        if process.returncode != 0:
             pytest.fail(
-                f"{self.name}:{line}: the bash block failed (exit {done.returncode}):\n"
-                f"{code}\n--- output ---\n{output}",
+                f"{self.name}:{line}: the bash block failed (exit {process.returncode}):\n"
+                f"{code}\n--- output ---\n{output[-4000:]}",
                 pytrace=False,
             )
 
@@ -212,12 +223,14 @@ class PageRun:
         if answer != "ok":
             output = self.log.read_text()[-3000:]
             pytest.fail(
-                f"{self.name}:{line}: the Python block failed:\n{answer}\n--- output ---\n"
-                f"{output}",
+                f"{self.name}:{line}: the Python block failed:\n{answer}\n--- output ---\n{output}",
                 pytrace=False,
             )
 
     def close(self) -> None:
+        for group in self.groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGTERM)
         if self.python is not None:
             self.python.stdin.close()
             try:
@@ -277,8 +290,22 @@ def test_a_failing_block_names_its_page_and_line(tmp_path):
             run.run(Block("bash", "false\n", 20, None))
         with pytest.raises(pytest.fail.Exception, match="needs a reason"):
             run.run(Block("bash", "true\n", 30, ("skip", "")))
+        run.run(Block("bash", "sleep 600 > /dev/null 2>&1 & echo $! > sleeper\n", 40, None))
     finally:
         run.close()
+    sleeper = int((work / "sleeper").read_text())
+    for _ in range(50):  # the page's end ends what its blocks left running
+        if not Path(f"/proc/{sleeper}").exists() or "Z" in _process_state(sleeper):
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{sleeper}").exists() or "Z" in _process_state(sleeper)
+
+
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 @pytest.mark.slow
@@ -331,7 +358,7 @@ def test_site_builds_with_every_page_and_language(site: Path) -> None:
         assert (site / page).is_file(), page
     api = (site / "reference/api/index.html").read_text(encoding="utf-8")
     for name in ("predict", "train", "load_runtime", "classic_train", "detect"):
-        assert f'id="imgrec.' in api and f".{name}" in api, name
+        assert 'id="imgrec.' in api and f".{name}" in api, name
     guides = [p.name for p in (DOCS / "guides").glob("*.md") if not p.name.endswith(".ko.md")]
     for guide in guides:
         assert (site / "guides" / guide.removesuffix(".md") / "index.html").is_file(), guide
@@ -398,7 +425,7 @@ def test_the_site_loads_nothing_from_another_host(site: Path) -> None:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    def log_message(self, format, *args):
         pass
 
 
@@ -433,8 +460,6 @@ def test_pages_in_chromium_request_only_loopback(site: Path) -> None:
     finally:
         server.shutdown()
     assert requests, "the browser made no request at all"
-    outside = [
-        url for url in requests if not url.startswith((base, "data:", "blob:", "about:"))
-    ]
+    outside = [url for url in requests if not url.startswith((base, "data:", "blob:", "about:"))]
     assert outside == []
     assert errors == []
