@@ -443,7 +443,7 @@ def test_pages_in_chromium_request_only_loopback(site: Path) -> None:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("request", lambda request: requests.append(request.url))
             page.on("pageerror", lambda error: errors.append(str(error)))
             for path in ("", "guides/recognise/", "reference/api/", "ko/"):
@@ -453,8 +453,7 @@ def test_pages_in_chromium_request_only_loopback(site: Path) -> None:
             assert page.locator(".md-header").count() == 1  # the theme rendered
             # search runs offline: its index and worker come from the server
             page.goto(base)
-            page.locator("label[for='__search']").first.click()
-            page.keyboard.type("runtime")
+            page.locator("input.md-search__input").fill("runtime")
             page.wait_for_selector(".md-search-result__item", timeout=30_000)
             browser.close()
     finally:
