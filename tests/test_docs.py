@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pytest
 
+import imgrec
+from imgrec.core import errors
 from imgrec.core.samples import sample_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -356,9 +358,14 @@ def site(tmp_path_factory) -> Path:
 def test_site_builds_with_every_page_and_language(site: Path) -> None:
     for page in ("index.html", "reference/api/index.html", "ko/index.html"):
         assert (site / page).is_file(), page
+    # every public name of imgrec (its __all__) and every error has its entry
     api = (site / "reference/api/index.html").read_text(encoding="utf-8")
-    for name in ("predict", "train", "load_runtime", "classic_train", "detect"):
-        assert 'id="imgrec.' in api and f".{name}" in api, name
+    documented = set(re.findall(r'id="imgrec\.[\w.]*\.(\w+)"', api))
+    assert set(imgrec.__all__) <= documented, set(imgrec.__all__) - documented
+    errors_page = (site / "reference/errors/index.html").read_text(encoding="utf-8")
+    for name, value in vars(errors).items():
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert f'id="imgrec.core.errors.{name}"' in errors_page, name
     guides = [p.name for p in (DOCS / "guides").glob("*.md") if not p.name.endswith(".ko.md")]
     for guide in guides:
         assert (site / "guides" / guide.removesuffix(".md") / "index.html").is_file(), guide
