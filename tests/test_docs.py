@@ -392,6 +392,27 @@ def test_a_broken_link_anchor_or_name_fails_the_build(tmp_path: Path) -> None:
     assert "imgrec.no_such_function" in output
 
 
+def _slug(heading: str) -> str:
+    """The anchor MkDocs (and GitHub) give a heading, for the headings these pages use."""
+    text = re.sub(r"[^\w\s-]", "", heading.strip().lower())
+    return re.sub(r"\s+", "-", text)
+
+
+def test_the_readmes_links_into_the_site_resolve() -> None:
+    # The README is outside docs/, so the strict build does not see its links.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([\w-]+))?\)", readme)
+    assert len(links) > 10
+    for target, fragment in links:
+        page = REPO / target
+        assert page.is_file(), target
+        if fragment:
+            headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+            assert fragment in {_slug(h) for h in headings}, f"{target}#{fragment}"
+    assert _slug("Results, measured") == "results-measured"
+    assert _slug("Export and the runtime") == "export-and-the-runtime"
+
+
 # A tag attribute or CSS url() that would make the browser fetch from another host.
 REMOTE_IN_HTML = re.compile(
     r"<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?"
