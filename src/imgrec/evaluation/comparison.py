@@ -67,11 +67,15 @@ def compare(
         out: the folder for ``cnn.keras``, ``classic.joblib``, ``compare.json``,
             ``compare.md`` and the charts ``accuracy.png``, ``training_time.png`` and
             ``inference_speed.png``.
-        epochs, batch_size: for the CNN (default: its recipe; batch size 64).
+        epochs: for the CNN (default: its recipe).
+        batch_size: for the CNN (default 64).
         image_size: (height, width) for photos (default: the CNN's input size); array
             data sets keep their own size unless this is given.
-        val_split, limit_per_class, seed: how the data set is split and limited,
-            as for ``imgrec.train`` (defaults 0.1, none, 0).
+        val_split: the fraction held out for validation, as for ``imgrec.train``
+            (default 0.1).
+        limit_per_class: keep at most this many training images per class (default:
+            all).
+        seed: seeds the split (default 0).
         jobs: processes for the pipeline's feature extraction (default: one per core).
         verbose: 0 silent; 1 progress bars and Keras's per-epoch output.
 

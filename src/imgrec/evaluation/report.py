@@ -53,10 +53,10 @@ def evaluate(
             ``mistakes.png``.
         top_k: also report whether the true class is among the k most probable.
         batch_size: images per forward pass.
-        val_split, seed: how the validation split is drawn when the data set has
-            neither a test nor a validation split of its own; by default the ones
-            the model was trained with (and its limit per class), so that no
-            training image is evaluated.
+        val_split: the fraction held out when the data set has neither a test nor a
+            validation split of its own; by default the one the model was trained
+            with (and its limit per class), so that no training image is evaluated.
+        seed: the seed that draws that split; by default the model's own.
         runtime: what runs a network: ``"auto"`` (ONNX Runtime when the network
             can be exported, else Keras), ``"onnx"`` or ``"keras"`` (see
             ``imgrec.deploy.export_cache.load_runtime``).

@@ -303,9 +303,11 @@ def explain(
         PNG's path) when ``out`` is given.
 
     Raises:
-        ModelError, WeightsError, ImageError, SpecError: as ``load_model``,
-        ``load_image`` and ``class_activation_map`` raise them, and for an unknown
-        colormap or an ``alpha`` outside [0, 1] (checked before any work).
+        ModelError: as ``load_model`` raises it.
+        WeightsError: as ``load_model`` raises it.
+        ImageError: as ``load_image`` raises it.
+        SpecError: as ``class_activation_map`` raises it, and for an unknown colormap
+            or an ``alpha`` outside [0, 1] (checked before any work).
     """
     _check_colormap(colormap)
     _check_alpha(alpha)

@@ -77,7 +77,8 @@ def train(
         out: the best model (``.keras``; default ``model.keras``, on resume the run's
             own beside ``resume``); ``.last.keras``, ``.history.json``,
             ``.curves.png`` and ``.skipped.json`` go beside it.
-        epochs, lr: total epochs to reach, learning rate (default: the recipe's).
+        epochs: total epochs to reach (default: the recipe's).
+        lr: learning rate (default: the recipe's).
         batch_size: images per step (default 64).
         image_size: height and width for photo folders (default: the architecture's
             input size); array data sets keep their own size unless this is given.
@@ -94,8 +95,9 @@ def train(
         callbacks: more Keras callbacks for ``fit``, run after imgrec's own.
         transfer: for a zoo network: ``"head"`` (default), ``"finetune"`` or
             ``"scratch"`` (see ``imgrec.training.transfer``).
-        freeze, unfreeze_from: for ``finetune``: how many backbone layers stay
-            frozen, or the layer from which on they are trained.
+        freeze: for ``finetune``: how many backbone layers stay frozen.
+        unfreeze_from: for ``finetune``: the layer from which on the backbone is
+            trained (instead of ``freeze``).
 
     Returns:
         Plain data: paths written (``model``, ``last``, ``history``, ``curves``; None
