@@ -52,18 +52,24 @@ def _env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def _run_script(script: str, env: dict[str, str], cwd: Path, timeout: int = 600) -> dict:
-    """Run ``script`` in a fresh Python; its last line of output is JSON."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+def _start(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _finish(process: subprocess.Popen, timeout: int = 900) -> str:
+    """Wait for ``process`` and return its output; fail with its errors if it failed."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def _script(script: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(script)]
 
 
 # One Python with two simulated devices: the CLI's run on both, then the API's on one,
@@ -108,15 +114,53 @@ weights = {
     for name in ("one", "two")
 }
 weights["initial"] = [w.tolist() for w in first.weights]
-print(json.dumps({"one": one, "two": two, "errors": errors, "weights": weights}))
+# Resumed on the same two devices: one more epoch, into files of its own.
+resumed = imgrec.train("digits", resume="two.last.keras", epochs=2, devices=2, verbose=0,
+                       out="resumed.keras")
+print(json.dumps({"one": one, "two": two, "resumed": resumed, "errors": errors,
+                  "weights": weights}))
 """
 
 
 @pytest.fixture(scope="module")
-def jax_runs(tmp_path_factory) -> tuple[Path, dict]:
-    folder = tmp_path_factory.mktemp("jax_devices")
-    env = _env(KERAS_BACKEND="jax", XLA_FLAGS=TWO_CPUS)
-    return folder, _run_script(JAX_RUNS, env, folder)
+def started(request, tmp_path_factory) -> dict[str, tuple[Path, list[subprocess.Popen]]]:
+    """The subprocesses that the selected tests need, all started at once.
+
+    Most of their time is start-up, compilation and waiting on each other, so they
+    overlap well; each test then waits for its own.
+    """
+    needed = {
+        name
+        for item in request.session.items
+        if item.module is request.module
+        for name in getattr(item, "fixturenames", ())
+    }
+    runs = {}
+    if "jax_runs" in needed:
+        folder = tmp_path_factory.mktemp("jax_devices")
+        env = _env(KERAS_BACKEND="jax", XLA_FLAGS=TWO_CPUS)
+        runs["jax"] = folder, [_start(_script(JAX_RUNS), env, folder)]
+    if "tf_runs" in needed:
+        folder = tmp_path_factory.mktemp("tf_devices")
+        runs["tf"] = folder, [_start(_script(TF_RUNS), _env(KERAS_BACKEND="tensorflow"), folder)]
+    if "hosts_run" in needed:
+        folder = tmp_path_factory.mktemp("two_processes")
+        env = _env(KERAS_BACKEND="jax")
+        command = [*TWO_PROCESSES, "--coordinator", f"127.0.0.1:{_free_port()}"]
+        runs["hosts"] = (
+            folder,
+            [_start([*command, "--process-id", str(index)], env, folder) for index in (0, 1)],
+        )
+    yield runs
+    for _, processes in runs.values():
+        for process in processes:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def jax_runs(started) -> tuple[Path, dict]:
+    folder, (process,) = started["jax"]
+    return folder, json.loads(_finish(process).strip().splitlines()[-1])
 
 
 # TensorFlow: two logical CPU devices, a MirroredStrategy over both; then one device.
@@ -140,9 +184,26 @@ print(json.dumps({"one": one, "two": two, "weights": weights}))
 
 
 @pytest.fixture(scope="module")
-def tf_runs(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("tf_devices")
-    return _run_script(TF_RUNS, _env(KERAS_BACKEND="tensorflow"), folder)
+def tf_runs(started) -> dict:
+    _, (process,) = started["tf"]
+    return json.loads(_finish(process).strip().splitlines()[-1])
+
+
+# Two processes of one CPU device each, joined through a coordinator on loopback.
+TWO_PROCESSES = [
+    sys.executable, "-m", "imgrec", "train", "digits", "--arch", "cifar-cnn", "--epochs", "1",
+    "--batch-size", "64", "--limit-per-class", "56", "--seed", "3", "--out", "model.keras",
+    "--json", "--quiet", "--num-processes", "2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hosts_run(started) -> tuple[Path, list[dict]]:
+    folder, processes = started["hosts"]
+    outputs = [_finish(process) for process in processes]
+    # gloo prints a line of its own on stdout ("[Gloo] Rank 0 is connected to 1 peer
+    # ranks..."), before imgrec's JSON.
+    return folder, [json.loads(out[out.index("{\n") :]) for out in outputs]
 
 
 def _assert_weights_agree(weights: dict, initial: list | None = None) -> None:
@@ -180,6 +241,19 @@ def test_cli_run_on_two_devices_saves_a_model_that_loads_and_evaluates(jax_runs,
     assert main(["evaluate", str(folder / "two.keras"), "digits", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0 <= report["accuracy"] <= 1
+
+
+def test_a_run_on_two_devices_resumes_on_two(jax_runs):
+    folder, runs = jax_runs
+    resumed = runs["resumed"]
+    assert resumed["epochs_done"] == 2 and resumed["model"] == "resumed.keras"
+    assert resumed["distribution"]["devices"] == 2
+    first_epoch = json.loads((folder / "two.history.json").read_text())
+    history = json.loads((folder / "resumed.history.json").read_text())
+    assert len(first_epoch["loss"]) == 1 and len(history["loss"]) == 2
+    assert history["loss"][0] == first_epoch["loss"][0]
+    record = model_info(imgrec.load_model(folder / "resumed.last.keras")).training
+    assert record["epochs_done"] == 2 and record["devices"] == 2
 
 
 def test_jax_refuses_what_it_cannot_do(jax_runs):
@@ -272,40 +346,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_train_together_through_a_coordinator(tmp_path):
+def test_two_processes_train_together_through_a_coordinator(hosts_run):
     """Two JAX processes of one CPU device each, joined on 127.0.0.1 (gloo collectives).
 
     Each reads its half of the data, and the all-reduce makes them one run: the same
     validation loss in both (the metrics are reduced over both halves), one set of files,
     written by process 0.
     """
-    coordinator = f"127.0.0.1:{_free_port()}"
-    command = [sys.executable, "-m", "imgrec", "train", "digits", "--arch", "cifar-cnn",
-               "--epochs", "1", "--batch-size", "64", "--limit-per-class", "56", "--seed", "3",
-               "--out", "model.keras", "--json", "--quiet", "--coordinator", coordinator,
-               "--num-processes", "2"]  # fmt: skip
-    env = _env(KERAS_BACKEND="jax")
-    processes = [
-        subprocess.Popen(
-            [*command, "--process-id", str(index)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for index in (0, 1)
-    ]
-    try:
-        outputs = [p.communicate(timeout=600) for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    for p, (_, err) in zip(processes, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    # gloo prints a line of its own on stdout ("[Gloo] Rank 0 is connected to 1 peer
-    # ranks..."), before imgrec's JSON.
-    first, second = (json.loads(out[out.index("{\n") :]) for out, _ in outputs)
+    tmp_path, (first, second) = hosts_run
     for index, result in enumerate((first, second)):
         assert result["distribution"] == {
             "devices": 2,
