@@ -119,14 +119,11 @@ def train(
         DatasetError, ModelError, SpecError: bad data set, architecture or spec.
         ImgrecError: device settings this machine or backend cannot honour.
     """
-    placement = plan_placement(
-        devices, coordinator=coordinator, num_processes=num_processes, process_id=process_id
-    )
+    placement = plan_placement(devices, coordinator=coordinator, num_processes=num_processes,
+                               process_id=process_id)  # fmt: skip
     _check_placement(placement, arch, resume, batch_size)
-    options = FitOptions(
-        batch_size or DEFAULT_BATCH_SIZE, class_weight, patience, verbose,
-        tuple(callbacks or ()), placement,
-    )  # fmt: skip
+    options = FitOptions(batch_size or DEFAULT_BATCH_SIZE, class_weight, patience, verbose,
+                         tuple(callbacks or ()), placement)  # fmt: skip
     with placement.scope(), placement.output(out) as out:
         result = _dispatch(
             dataset, arch, options, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
