@@ -193,7 +193,8 @@ def plan_placement(
     """
     backend = keras.backend.backend()
     processes = _check_processes(backend, coordinator, num_processes, process_id)
-    wanted = _check_devices(devices)
+    # One device by default; every local device when several processes train together.
+    wanted = _check_devices(devices) if devices is not None or processes == 1 else None
     if wanted == 1 and processes == 1:
         return Placement(backend=backend)
     if backend == "jax":
