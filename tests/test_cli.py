@@ -61,7 +61,7 @@ VERB_CALLS = [
         (
             "dataset arch out epochs batch_size lr image_size augment resume "
             "class_weight val_split limit_per_class seed patience verbose transfer "
-            "freeze unfreeze_from"
+            "freeze unfreeze_from devices coordinator num_processes process_id"
         ),
     ),
     (

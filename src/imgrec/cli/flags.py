@@ -57,6 +57,16 @@ def above_one(text: str) -> float:
     return value
 
 
+def device_count(text: str) -> int | str:
+    """A number of devices of at least 1, or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+
+
 def image_size(text: str) -> tuple[int, int]:
     """``N`` (a square) or ``HxW``, as (height, width)."""
     parts = text.lower().split("x")
@@ -160,6 +170,29 @@ TRANSFER = flag(
 )
 CLASS_WEIGHT = flag("--class-weight", choices=CLASS_WEIGHTS, help="weigh rare classes up")
 PATIENCE = flag("--patience", type=int, default=5, help="epochs without progress before stopping")
+DEVICES = flag(
+    "--devices",
+    type=device_count,
+    metavar="N|all",
+    help="train data-parallel on N devices of this host, or all (default 1; the batch size "
+    "stays the global one: JAX's DataParallel, TensorFlow's MirroredStrategy)",
+)
+COORDINATOR = flag(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="several hosts (JAX): process 0's address; with --num-processes and --process-id",
+)
+NUM_PROCESSES = flag(
+    "--num-processes", type=positive_int, metavar="P", help="several hosts: processes in all"
+)
+PROCESS_ID = flag(
+    "--process-id",
+    type=non_negative_int,
+    metavar="I",
+    help="several hosts: this process, 0 to P-1 (0 writes the files)",
+)
+# Where training runs: devices of this host, and the processes of several hosts.
+PLACEMENT = (DEVICES, COORDINATOR, NUM_PROCESSES, PROCESS_ID)
 JOBS = flag("--jobs", type=positive_int, help="processes for feature extraction (default: cores)")
 
 # --- Explanation -------------------------------------------------------------------------

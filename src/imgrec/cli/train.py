@@ -19,6 +19,7 @@ RESUME_OPTIONS = {
     "seed": ("--seed", None),
     "class_weight": ("--class-weight", None),
     "patience": ("--patience", flags.PATIENCE.options["default"]),
+    "devices": ("--devices", None),
 }
 
 
@@ -40,6 +41,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(
             f"{len(result['skipped'])} files skipped (listed in the .skipped.json beside the model)"
         )
+    distribution = result.get("distribution")
+    if distribution and distribution["process_id"]:
+        print(
+            f"process {distribution['process_id']} of {distribution['processes']}: "
+            f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; process 0 writes "
+            "the model"
+        )
+        return 0
     if result["model"] is None:
         print("interrupted before the first epoch finished: nothing saved")
         return 0
@@ -55,6 +64,13 @@ def run_train(args: argparse.Namespace) -> int:
         f"best model: {result['model']}{accuracy}"
     )
     print(f"history: {result['history']}\ncurves: {result['curves']}")
+    if distribution:
+        left_out = distribution["images_left_out"]
+        print(
+            f"devices: {distribution['devices']} ({distribution['processes']} process"
+            f"{'es' if distribution['processes'] > 1 else ''}); left out to split evenly: "
+            f"{left_out['train']} training, {left_out['val']} validation images"
+        )
     return 0
 
 
@@ -125,6 +141,7 @@ TRAIN = Command(
         flags.flag("--resume", metavar="MODEL.keras", help="continue a saved run"),
         flags.CLASS_WEIGHT,
         flags.PATIENCE,
+        *flags.PLACEMENT,
     ],
     run=run_train,
 )

@@ -21,6 +21,9 @@ trains), and fits it with Keras's own loop and progress bar
 - Ctrl-C (SIGINT) stops after the current batch, saves, and returns cleanly; the
   unfinished epoch is not counted; a second Ctrl-C stops at once;
 - the training curves (PNG) sit next to the model.
+
+With ``devices`` (and ``coordinator``, ``num_processes``, ``process_id`` for several
+hosts) the same run trains data-parallel: see ``imgrec.training.distribute``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from imgrec.models.registry import ZOO_KIND, get_model_entry, is_model
 from imgrec.training.chapter_run import train_chapter_network
 from imgrec.training.checkpoints import RunFiles
 from imgrec.training.data import data_report, load_training_data
+from imgrec.training.distribute import Placement, plan_placement
 from imgrec.training.loop import FitOptions
 from imgrec.training.record import DEFAULT_BATCH_SIZE, DEFAULT_VAL_SPLIT, SplitSettings
 from imgrec.training.resume import resume_training
@@ -67,6 +71,10 @@ def train(
     transfer: str | None = None,
     freeze: int | None = None,
     unfreeze_from: str | None = None,
+    devices: int | str | None = None,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
 ) -> dict[str, Any]:
     """Train ``arch`` on ``dataset`` and save the best model to ``out``.
 
@@ -98,18 +106,60 @@ def train(
         freeze: for ``finetune``: how many backbone layers stay frozen.
         unfreeze_from: for ``finetune``: the layer from which on the backbone is
             trained (instead of ``freeze``).
+        devices: train data-parallel on N of this process's devices or ``"all"``
+            (default 1; with several processes, all); ``batch_size`` is the global batch.
+        coordinator: process 0's ``HOST:PORT``, when several processes train together
+            (JAX).
+        num_processes: how many processes train together.
+        process_id: which one this is, 0 to ``num_processes - 1`` (only 0 writes files).
 
     Returns:
         Plain data: paths written (``model``, ``last``, ``history``, ``curves``; None
-        where no epoch finished), epochs done and asked, best validation loss and
-        accuracy, whether interrupted, seconds, data set summary, skipped files.
+        where no epoch finished, or not process 0), epochs done and asked, best
+        validation loss and accuracy, whether interrupted, seconds, data set summary,
+        skipped files; on several devices, ``distribution`` (see ``Placement.report``).
 
     Raises:
-        DatasetError, ModelError, SpecError: bad data set, architecture or spec.
+        DatasetError: a bad data set.
+        ModelError: a bad architecture or model file.
+        SpecError: a bad augmentation spec.
+        ImgrecError: device settings this machine or backend cannot honour.
     """
-    options = FitOptions(
-        batch_size or DEFAULT_BATCH_SIZE, class_weight, patience, verbose, tuple(callbacks or ())
-    )
+    placement = plan_placement(devices, coordinator=coordinator, num_processes=num_processes,
+                               process_id=process_id)  # fmt: skip
+    _check_placement(placement, arch, resume, batch_size)
+    options = FitOptions(batch_size or DEFAULT_BATCH_SIZE, class_weight, patience, verbose,
+                         tuple(callbacks or ()), placement)  # fmt: skip
+    with placement.scope(), placement.output(out) as out:
+        result = _dispatch(
+            dataset, arch, options, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+            image_size=image_size, augment=augment, resume=resume, val_split=val_split,
+            limit_per_class=limit_per_class, seed=seed, transfer=transfer, freeze=freeze,
+            unfreeze_from=unfreeze_from,
+        )  # fmt: skip
+    return _own_files(result, placement)
+
+
+def _dispatch(
+    dataset: str | os.PathLike | Dataset,
+    arch: str,
+    options: FitOptions,
+    *,
+    out: str | os.PathLike | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    image_size: tuple[int, int] | None,
+    augment: str,
+    resume: str | os.PathLike | None,
+    val_split: float | None,
+    limit_per_class: int | None,
+    seed: int | None,
+    transfer: str | None,
+    freeze: int | None,
+    unfreeze_from: str | None,
+) -> dict[str, Any]:
+    """Hand the run over to resume, transfer learning or a chapter network's recipe."""
     if resume is not None:
         split = {"val_split": val_split, "seed": seed, "limit_per_class": limit_per_class}
         return resume_training(
@@ -128,6 +178,26 @@ def train(
         dataset, arch, files=files, split=split, options=options, epochs=epochs, lr=lr,
         image_size=image_size, augment=augment,
     )  # fmt: skip
+
+
+def _check_placement(
+    placement: Placement, arch: str, resume: str | os.PathLike | None, batch_size: int | None
+) -> None:
+    """Refuse what a distributed run cannot do, before any data is read."""
+    if placement.distributed and resume is None and is_transfer_architecture(arch):
+        raise ImgrecError(
+            f"--devices: transfer learning ({arch}) trains on one device; several devices "
+            "train the chapter's networks"
+        )
+    if resume is None:
+        placement.check_batch_size(batch_size or DEFAULT_BATCH_SIZE)
+
+
+def _own_files(result: dict[str, Any], placement: Placement) -> dict[str, Any]:
+    """``result``, without the paths of a process that wrote into a temporary folder."""
+    if placement.writes_files:
+        return result
+    return result | {key: None for key in ("model", "last", "history", "curves")}
 
 
 def _start_new_run(

@@ -8,12 +8,13 @@ learning) ends here, with a ``TrainingRecord`` saying what the run is.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from imgrec.datasets import Dataset
 from imgrec.models.chapter import is_binary_output
 from imgrec.models.metadata import ModelInfo
 from imgrec.training.checkpoints import Checkpoints, RunFiles, write_json
+from imgrec.training.distribute import Placement
 from imgrec.training.record import DEFAULT_BATCH_SIZE, TrainingRecord
 
 
@@ -73,6 +75,7 @@ class FitOptions:
         patience: epochs without a better validation loss before stopping (0: never).
         verbose: 0 silent, 1 a progress bar, 2 one line per epoch.
         callbacks: more Keras callbacks, run after imgrec's own.
+        placement: the devices and processes to train on (default: one device).
     """
 
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -80,6 +83,7 @@ class FitOptions:
     patience: int = 5
     verbose: int = 1
     callbacks: tuple[keras.callbacks.Callback, ...] = ()
+    placement: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:
         if self.class_weight not in (None, *CLASS_WEIGHTS):
@@ -97,11 +101,13 @@ class FitOutcome:
     best_val_accuracy: float | None
     interrupted: bool
     seconds: float
+    distribution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain data ``train`` returns; a file not written is None."""
         saved = self.record.epochs_done > 0
-        return {
+        distribution = {"distribution": self.distribution} if self.distribution else {}
+        return distribution | {
             "model": str(self.files.best) if self.best_written else None,
             "last": str(self.files.last) if saved else None,
             "history": str(self.files.history) if saved else None,
@@ -161,8 +167,11 @@ def fit_and_save(
     """
     if data.skipped:
         write_json(files.skipped, [vars(s) for s in data.skipped])
-    train_x, val_x = inputs or (data.train.images, data.val.images if data.val else None)
-    validation = (val_x, data.val.labels) if data.val else None
+    placement = options.placement
+    placement.check_batch_size(options.batch_size)
+    record = dataclasses.replace(record, devices=placement.devices)
+    weights = _balanced_weights(data.train.labels) if options.class_weight else None
+    (train_x, train_y), validation = _fit_arrays(data, inputs, placement)
     checkpoints = Checkpoints(
         files,
         info,
@@ -180,13 +189,12 @@ def fit_and_save(
     callbacks += options.callbacks
     if options.verbose:
         callbacks.append(StepProgress())
-    weights = _balanced_weights(data.train.labels) if options.class_weight else None
     start = time.perf_counter()
     with _stop_on_sigint(model) as interrupted:
         model.fit(
             train_x,
-            data.train.labels,
-            batch_size=options.batch_size,
+            train_y,
+            batch_size=placement.local_batch_size(options.batch_size),
             epochs=epochs or record.epochs_asked,
             initial_epoch=record.epochs_done,
             validation_data=validation,
@@ -202,6 +210,9 @@ def fit_and_save(
         best_val_accuracy=checkpoints.best_val_accuracy,
         interrupted=interrupted.is_set,
         seconds=time.perf_counter() - start,
+        distribution=placement.report(len(data.train), len(data.val) if data.val else 0)
+        if placement.distributed
+        else None,
     )
 
 
@@ -250,6 +261,15 @@ def fit_with_checkpoints(
     history.update(outcome.record.history)
     training.update(outcome.record.to_json())
     return outcome.to_dict()
+
+
+def _fit_arrays(
+    data: Dataset, inputs: tuple[np.ndarray, np.ndarray | None] | None, placement: Placement
+) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
+    """What this process fits on: (images or features, labels), and the validation pair."""
+    train_x, val_x = inputs or (data.train.images, data.val.images if data.val else None)
+    train = placement.shard(train_x, data.train.labels)
+    return (train[0], train[1]), placement.shard(val_x, data.val.labels) if data.val else None
 
 
 def _balanced_weights(labels: np.ndarray) -> dict[int, float]:

@@ -77,6 +77,8 @@ class TrainingRecord:
         augment: the augmentation spec, normalised ("" for none).
         strategy: for transfer learning, ``head``, ``finetune`` or ``scratch``.
         backbone_input: for transfer learning, the backbone's input height and width.
+        devices: the devices the latest fit trained on, all processes together
+            (written only when more than one).
         epochs_done: the epochs completed (a partial epoch never counts).
         history: per metric, one value per completed epoch.
         extra: keys of the stored record this version does not know, kept as read.
@@ -90,6 +92,7 @@ class TrainingRecord:
     augment: str = ""
     strategy: str | None = None
     backbone_input: tuple[int, int] | None = None
+    devices: int = 1
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +115,8 @@ class TrainingRecord:
             "epochs_done": self.epochs_done,
             "history": {key: list(values) for key, values in self.history.items()},
         }
+        if self.devices != 1:
+            data["devices"] = self.devices
         return data | {k: v for k, v in self.extra.items() if k not in data}
 
     @classmethod
@@ -138,6 +143,7 @@ class TrainingRecord:
             augment=str(data.get("augment") or ""),
             strategy=data.get("strategy"),
             backbone_input=tuple(backbone_input) if backbone_input else None,
+            devices=int(data.get("devices") or 1),
             epochs_done=epochs_done,
             history={
                 key: [float(v) for v in values]
