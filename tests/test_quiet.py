@@ -69,10 +69,10 @@ STATE = (
 @pytest.mark.parametrize(
     ("user_level", "argv", "expected"),
     [
-        (None, ["zoo", "--json"], ["3", None]),  # quiet by default
-        (None, ["zoo", "--json", "--verbose"], [None, "1"]),  # TensorFlow's own default
-        ("0", ["zoo", "--json"], ["0", None]),  # the user's setting wins
-        ("1", ["zoo", "--json", "--verbose"], ["1", "1"]),
+        (None, ["datasets", "--json"], ["3", None]),  # quiet by default
+        (None, ["datasets", "--json", "--verbose"], [None, "1"]),  # TensorFlow's own default
+        ("0", ["datasets", "--json"], ["0", None]),  # the user's setting wins
+        ("1", ["datasets", "--json", "--verbose"], ["1", "1"]),
     ],
 )
 def test_tensorflow_log_level_follows_the_user(user_level, argv, expected):
@@ -84,7 +84,7 @@ def test_tensorflow_log_level_follows_the_user(user_level, argv, expected):
 
 
 def test_imgrec_verbose_env_is_the_same_as_the_flag():
-    result = python(STATE.format(argv=["zoo", "--json"]), CLEAN_ENV | {quiet.VERBOSE_ENV: "1"})
+    result = python(STATE.format(argv=["datasets", "--json"]), CLEAN_ENV | {quiet.VERBOSE_ENV: "1"})
     assert json.loads(result.stdout.splitlines()[-1]) == [None, "1"]
 
 
