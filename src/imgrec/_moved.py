@@ -1,6 +1,6 @@
 """Old module paths that still import, for one release, with a DeprecationWarning.
 
-The modules were regrouped by stage (see the README's layout). ``import imgrec.runtime``
+The modules were regrouped by stage (see docs/development.md, "Layers"). ``import imgrec.runtime``
 and ``from imgrec.errors import ImgrecError`` keep working: this finder answers the old
 name with the module that lives under the new one.
 """

@@ -260,7 +260,7 @@ def mnist_cnn(
 
 VGG_BN_MIN_SIZE = 8
 # Twice the filters of (32, 64, 128): the half-width network fell short of 93.5 %
-# on Fashion-MNIST (README, "Results, measured"), for 1.4 times the time an epoch.
+# on Fashion-MNIST (docs/guides/train.md, "Results, measured"), for 1.4 times the time an epoch.
 VGG_BN_FILTERS = (64, 128, 256)
 # One convolution at full resolution, two in the smaller blocks: a second
 # 64-filter convolution at 28 x 28 would cost a third more training time.
