@@ -225,7 +225,7 @@ def EfficientNetLite0(
 
     channels_first = keras.config.image_data_format() == "channels_first"
     bn_axis = 1 if channels_first else -1
-    inputs = layers.Input(shape=_input_shape(input_shape, channels_first), name="input_layer")
+    inputs = layers.Input(shape=rgb_input_shape(input_shape, channels_first), name="input_layer")
     x = _features(inputs, bn_axis)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -240,8 +240,10 @@ def EfficientNetLite0(
     return keras.Model(inputs, x, name=name)
 
 
-def _input_shape(input_shape, channels_first: bool) -> tuple:
-    """``input_shape``, or 224 x 224 x 3 in the data format's order; 3 channels only."""
+def rgb_input_shape(input_shape, channels_first: bool) -> tuple:
+    """``input_shape``, or 224 x 224 x 3 in the data format's order; 3 channels only.
+
+    Shared by the ImageNet networks built here from PyTorch weights (SqueezeNet too)."""
     if input_shape is None:
         return (3, DEFAULT_SIZE, DEFAULT_SIZE) if channels_first else (DEFAULT_SIZE,) * 2 + (3,)
     input_shape = tuple(input_shape)

@@ -39,6 +39,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from imgrec.models.efficientnet_lite import rgb_input_shape
 from imgrec.models.torch_to_keras import copy_state_dict
 
 DEFAULT_SIZE = 224
@@ -159,7 +160,7 @@ def SqueezeNet1_1(
         raise ValueError(f"classes must be positive, not {classes}")
 
     channels_first = keras.config.image_data_format() == "channels_first"
-    inputs = layers.Input(shape=_input_shape(input_shape, channels_first), name="input_layer")
+    inputs = layers.Input(shape=rgb_input_shape(input_shape, channels_first), name="input_layer")
     x = _features(inputs, channel_axis=1 if channels_first else -1)
     if include_top:
         if dropout_rate > 0:
@@ -174,16 +175,6 @@ def SqueezeNet1_1(
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
     return keras.Model(inputs, x, name=name)
-
-
-def _input_shape(input_shape, channels_first: bool) -> tuple:
-    """``input_shape``, or 224 x 224 x 3 in the data format's order; 3 channels only."""
-    if input_shape is None:
-        return (3, DEFAULT_SIZE, DEFAULT_SIZE) if channels_first else (DEFAULT_SIZE,) * 2 + (3,)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[0 if channels_first else -1] != 3:
-        raise ValueError(f"input_shape must be 3-D with 3 channels, not {input_shape}")
-    return input_shape
 
 
 def _features(inputs, channel_axis: int):
