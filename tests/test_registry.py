@@ -13,6 +13,7 @@ from imgrec.core.errors import ModelError
 from imgrec.models.chapter import CHAPTER_ARCHITECTURES
 from imgrec.models.registry import (
     CHAPTER,
+    SR_KIND,
     ZOO_KIND,
     ModelEntry,
     create_model,
@@ -29,7 +30,8 @@ CHAPTER_NAMES = ["cifar-cnn", "catdog-cnn", "mnist-cnn", "vgg-bn"]
 def test_every_network_of_both_tables_is_listed_once_in_table_order():
     assert list_models(CHAPTER) == CHAPTER_NAMES == list(CHAPTER_ARCHITECTURES)
     assert list_models(ZOO_KIND) == [entry.name for entry in ZOO]
-    assert list_models() == CHAPTER_NAMES + [entry.name for entry in ZOO]
+    assert list_models(SR_KIND) == ["sr-cnn", "sr-resnet"]
+    assert list_models() == CHAPTER_NAMES + [entry.name for entry in ZOO] + ["sr-cnn", "sr-resnet"]
     assert list_models(pattern="resnet*_v2") == ["resnet50_v2", "resnet101_v2", "resnet152_v2"]
     with pytest.raises(ModelError, match="kind"):
         list_models("seed")

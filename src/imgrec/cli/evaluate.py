@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from imgrec.cli import flags
+from imgrec.cli import flags, upscale
 from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-K accuracy, macro F1 and the per-class table."""
+    if upscale.is_super_resolution_file(args.model):
+        return upscale.run_evaluate_super_resolution(args)
     from imgrec.evaluation.report import evaluate
 
     result = evaluate(**api_arguments(args, rename={"top": "top_k"}))

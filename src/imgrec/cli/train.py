@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from imgrec.cli import flags
+from imgrec.cli import flags, upscale
 from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
 
 # The options a resumed run does not read from its .keras file, with the value that
@@ -25,6 +25,8 @@ RESUME_OPTIONS = {
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, then print the skipped files, the stages, the result and the paths."""
+    if upscale.is_super_resolution_arch(args.arch):
+        return upscale.run_train_super_resolution(args)
     from imgrec.training.fit import train
 
     result = train(**api_arguments(args, verbose=progress_level(args)))
@@ -123,8 +125,9 @@ TRAIN = Command(
         flags.flag(
             "--arch",
             default="cifar-cnn",
-            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a "
-            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...)",
+            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn), a "
+            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), or a 2x "
+            "super-resolution network (sr-cnn, sr-resnet) trained on a folder of photos",
         ),
         flags.TRANSFER,
         flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),

@@ -14,14 +14,15 @@ one is, :func:`create_model` builds it, and :func:`register_model` adds one.
 An entry says:
 
 - ``kind``: ``"chapter"`` (the chapter's networks, trained from scratch with their
-  recipe in ``entry.chapter``) or ``"zoo"`` (ImageNet networks, whose weights and
-  published figures are in ``entry.zoo``);
+  recipe in ``entry.chapter``), ``"zoo"`` (ImageNet networks, whose weights and
+  published figures are in ``entry.zoo``) or ``"super-resolution"`` (2x upscaling
+  networks trained on a folder of photos, recipe in ``entry.super_resolution``);
 - ``input_shape``: the default ``(height, width, channels)``;
 - ``builder``: what builds the architecture without weights.
 
-The registry builds itself from the two tables (``chapter.CHAPTER_ARCHITECTURES`` and
-``zoo.ZOO``), which do not import it. Looking up and listing import neither Keras nor
-TensorFlow; building does.
+The registry builds itself from the tables (``chapter.CHAPTER_ARCHITECTURES``,
+``zoo.ZOO`` and ``super_resolution.SR_ARCHITECTURES``), which do not import it. Looking
+up and listing import neither Keras nor TensorFlow; building does.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from imgrec.core.errors import ModelError
 from imgrec.models.chapter import CHAPTER_ARCHITECTURES, ChapterArchitecture
+from imgrec.models.super_resolution import (
+    SR_ARCHITECTURES,
+    SUPER_RESOLUTION,
+    SuperResolutionArchitecture,
+)
 from imgrec.models.zoo import ZOO, ZooEntry
 
 if TYPE_CHECKING:
@@ -41,7 +47,8 @@ if TYPE_CHECKING:
 
 CHAPTER = "chapter"
 ZOO_KIND = "zoo"
-KINDS = (CHAPTER, ZOO_KIND)
+SR_KIND = SUPER_RESOLUTION
+KINDS = (CHAPTER, ZOO_KIND, SR_KIND)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class ModelEntry:
 
     Args:
         name: the name users type (``cifar-cnn``, ``mobilenet_v2``).
-        kind: ``"chapter"`` or ``"zoo"``.
+        kind: ``"chapter"``, ``"zoo"`` or ``"super-resolution"``.
         display_name: the name for people (the paper's spelling for zoo networks).
         description: one line for people.
         input_shape: the default ``(height, width, channels)``.
@@ -61,6 +68,8 @@ class ModelEntry:
         num_classes: the default number of classes (1,000 for the zoo's ImageNet).
         chapter: the chapter network's training recipe, for ``kind == "chapter"``.
         zoo: the zoo's metadata (weights, published figures), for ``kind == "zoo"``.
+        super_resolution: the recipe of a ``"super-resolution"`` network (2x upscaling,
+            ``imgrec.models.super_resolution``), whose builder is ``builder(channels=3)``.
     """
 
     name: str
@@ -72,6 +81,7 @@ class ModelEntry:
     num_classes: int
     chapter: ChapterArchitecture | None = None
     zoo: ZooEntry | None = None
+    super_resolution: SuperResolutionArchitecture | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -117,7 +127,8 @@ def list_models(kind: str | None = None, pattern: str = "*") -> list[str]:
     """The registered names: the chapter's networks first, then the zoo's, in table order.
 
     Args:
-        kind: ``"chapter"`` or ``"zoo"`` for one kind only; ``None`` for all.
+        kind: ``"chapter"``, ``"zoo"`` or ``"super-resolution"`` for one kind only;
+            ``None`` for all.
         pattern: a shell-style pattern on the name (``"resnet*"``).
 
     Raises:
@@ -142,7 +153,8 @@ def get_model_entry(name: str) -> ModelEntry:
     if entry is None:
         raise ModelError(
             f"unknown architecture {name!r}; the chapter's networks: "
-            f"{', '.join(list_models(CHAPTER))}; the zoo: {', '.join(list_models(ZOO_KIND))}"
+            f"{', '.join(list_models(CHAPTER))}; the zoo: {', '.join(list_models(ZOO_KIND))}; "
+            f"super-resolution: {', '.join(list_models(SR_KIND))}"
         )
     return entry
 
@@ -182,6 +194,10 @@ def create_model(
             which file to get and where to put it).
     """
     entry = get_model_entry(name)
+    if entry.kind == SR_KIND:
+        if pretrained or weights is not None or options or num_classes or augmentation:
+            raise ModelError(f"{entry.name} is a super-resolution network: it takes input_shape")
+        return entry.builder(channels=(input_shape or entry.input_shape)[-1])
     if entry.kind == CHAPTER:
         if pretrained or weights is not None or options:
             unexpected = ["pretrained"] * bool(pretrained or weights) + sorted(options)
@@ -257,8 +273,23 @@ def _zoo_entry(zoo: ZooEntry) -> ModelEntry:
     )
 
 
+def _sr_entry(arch: SuperResolutionArchitecture) -> ModelEntry:
+    return ModelEntry(
+        name=arch.name,
+        kind=SR_KIND,
+        display_name=arch.name,
+        description=arch.description,
+        input_shape=(32, 32, 3),
+        builder=arch.build,
+        num_classes=0,
+        super_resolution=arch,
+    )
+
+
 for _arch in CHAPTER_ARCHITECTURES.values():
     register_model(_chapter_entry(_arch))
 for _zoo in ZOO:
     register_model(_zoo_entry(_zoo))
-del _arch, _zoo
+for _sr in SR_ARCHITECTURES.values():
+    register_model(_sr_entry(_sr))
+del _arch, _zoo, _sr

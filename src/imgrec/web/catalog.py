@@ -14,12 +14,14 @@ it appears on the page's next load, and a file replaced on disk gets a new versi
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
 from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
+from imgrec.models.super_resolution import read_metadata
 from imgrec.models.zoo import ZooEntry, keras_cached_weights
 
 
@@ -90,6 +92,22 @@ class ModelCatalog:
                 return entry
         offered = ", ".join(entry.name for entry in self.entries()) or "none"
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
+
+    def files_of(self, architectures: Collection[str]) -> list[tuple[CatalogEntry, str]]:
+        """The folder's files whose imgrec metadata names one of ``architectures``.
+
+        Each with the architecture it names (``training.architecture``, as ``imgrec
+        train`` writes it), in name order. Only the small metadata member of each file
+        is read: nothing is loaded. A demo finds its networks this way (the
+        super-resolution page: ``sr-cnn``, ``sr-resnet``).
+        """
+        found = []
+        for entry in self._files():
+            training = (read_metadata(entry.source) or {}).get("training")
+            arch = training.get("architecture") if isinstance(training, dict) else None
+            if isinstance(arch, str) and arch in architectures:
+                found.append((entry, arch))
+        return found
 
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
