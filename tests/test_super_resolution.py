@@ -150,7 +150,7 @@ def test_upscale_file_grey_rgba_and_odd_sizes(loaded, tmp_path):
 
 def test_upscale_refuses_what_is_not_a_photo_or_not_an_upscaler(models, loaded, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG but not really")
-    with pytest.raises(ImageError, match="bad.png"):
+    with pytest.raises(ImageError, match=r"bad\.png"):
         upscale_file(tmp_path / "bad.png", loaded["sr-cnn"])
     classifier = create_model("mnist-cnn", num_classes=3)
     with pytest.raises(ModelError, match="not a super-resolution network"):

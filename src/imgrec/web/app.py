@@ -61,7 +61,7 @@ from imgrec.web.fetch import DEFAULT_TIMEOUT, AllowList
 from imgrec.web.inputs import ImageSource, ServerSettings
 from imgrec.web.limits import BodyReadTimeout, BodySizeLimit, DecodeBudget, Slots
 from imgrec.web.model_cache import ModelCache
-from imgrec.web.routes import ROUTERS
+from imgrec.web.routes import ROUTERS, super_resolution
 from imgrec.web.routes.inference import DEFAULT_COLORMAP
 from imgrec.web.routes.pages import static_dir
 
@@ -165,6 +165,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(super_resolution.router)
     return app
 
 

@@ -8,6 +8,11 @@ import { msg, say } from "./i18n.js";
 
 export const DEMOS = [
   { name: "imagenet", path: "/", label: msg("menu.imagenet") },
+  {
+    name: "super-resolution",
+    path: "/demos/super-resolution",
+    label: msg("menu.super-resolution"),
+  },
 ];
 
 // The demo this address shows: "/" is ImageNet recognition, "/demos/NAME" is NAME.
