@@ -70,7 +70,7 @@ def run_train_super_resolution(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        verbose=2 if progress_level(args) else 0,
+        verbose=progress_level(args),
     )
     if args.json:
         return print_json(result)

@@ -148,7 +148,7 @@ SR_ARCHITECTURES: dict[str, SuperResolutionArchitecture] = {
     for arch in (
         SuperResolutionArchitecture(
             "sr-cnn",
-            "SRCNN 9-1-5: 2x super-resolution of the luminance over bicubic (8,129 parameters)",
+            "SRCNN 9-1-5: 2x super-resolution of the luminance (8,129 trained parameters)",
             build_sr_cnn,
             epochs=15,
             steps_per_epoch=20,
@@ -159,7 +159,7 @@ SR_ARCHITECTURES: dict[str, SuperResolutionArchitecture] = {
             "sr-resnet",
             "EDSR-style residual network, sub-pixel 2x upscaling (122,019 parameters)",
             build_sr_resnet,
-            epochs=20,
+            epochs=12,
             steps_per_epoch=20,
             batch_size=16,
             learning_rate=1e-3,

@@ -235,7 +235,7 @@ def train_super_resolution(
         epochs, steps_per_epoch, batch_size, lr: default to the architecture's recipe.
         patch: the low-resolution side of a training crop.
         seed: seeds the crops and the weights (default 0).
-        verbose: 0 silent, 1 Keras's progress bar, 2 one line per epoch.
+        verbose: 0 silent; otherwise one line per epoch (its loss and the time so far).
 
     Returns:
         Plain data: ``model`` (the path), ``arch``, ``photos`` (names), ``skipped``,
@@ -246,8 +246,6 @@ def train_super_resolution(
         DatasetError: no photos in ``photos``.
     """
     import keras
-
-    from imgrec.models.loading import save_model
 
     recipe = _recipe(arch)
     seed = 0 if seed is None else seed
@@ -276,23 +274,9 @@ def train_super_resolution(
         "batch_size": batch_size,
         "learning_rate": lr,
         "seed": seed,
-        "history": {"loss": []},
     }
     started = time.perf_counter()
-    history: list[float] = []
-    for epoch in range(epochs):
-        batches = [sampler.batch(batch_size) for _ in range(steps)]
-        low = np.concatenate([b[0] for b in batches])
-        high = np.concatenate([b[1] for b in batches])
-        fit = model.fit(
-            low, high, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
-            shuffle=False, verbose=verbose,
-        )  # fmt: skip
-        history.append(float(fit.history["loss"][-1]))
-        record |= {"epochs_done": epoch + 1, "history": {"loss": list(history)}}
-        record["seconds"] = round(time.perf_counter() - started, 1)
-        _attach(model, recipe, record, photos)
-        save_model(model, out)
+    history = _fit(model, sampler, record, out, verbose, photos)
     return {
         "model": str(out),
         "arch": recipe.name,
@@ -303,6 +287,34 @@ def train_super_resolution(
         "final_loss": history[-1],
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _fit(
+    model: Any, sampler: PatchSampler, record: dict, out: Path, verbose: int, photos: Any
+) -> list[float]:
+    """Fit epoch by epoch on fresh random crops; save the model after each epoch."""
+    from imgrec.models.loading import save_model
+
+    epochs, steps, batch_size = record["epochs"], record["steps_per_epoch"], record["batch_size"]
+    started = time.perf_counter()
+    history: list[float] = []
+    for epoch in range(epochs):
+        batches = [sampler.batch(batch_size) for _ in range(steps)]
+        low = np.concatenate([b[0] for b in batches])
+        high = np.concatenate([b[1] for b in batches])
+        fit = model.fit(
+            low, high, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
+            shuffle=False, verbose=0,
+        )  # fmt: skip
+        history.append(float(fit.history["loss"][-1]))
+        seconds = time.perf_counter() - started
+        record |= {"epochs_done": epoch + 1, "history": {"loss": list(history)}}
+        record["seconds"] = round(seconds, 1)
+        _attach(model, _recipe(record["architecture"]), record, photos)
+        save_model(model, out)
+        if verbose:
+            print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.6f} ({seconds:.0f} s)")
+    return history
 
 
 def _recipe(arch: str) -> SuperResolutionArchitecture:
