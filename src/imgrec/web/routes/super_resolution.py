@@ -29,7 +29,6 @@ from pydantic import BaseModel, Field
 from imgrec.core.images import decode_cost, load_image
 from imgrec.models.loading import load_model
 from imgrec.models.super_resolution import (
-    DEFAULT_TILE,
     SR_ARCHITECTURES,
     check_super_resolution_model,
     upscale_photo,
@@ -48,6 +47,8 @@ from imgrec.web.routes.inference import png_data_url
 
 # The long side a photo is shrunk to before upscaling: 512 gives at most 1024 x 1024.
 MAX_SIDE = 512
+# Tiles of 256 input pixels: at most four a photo, each at most 75 MB of feature maps.
+TILE = 256
 # Networks kept loaded (they are small).
 _CAPACITY = 4
 
@@ -121,7 +122,7 @@ def super_resolution(
     network = _models(request).get(settings, entry)
     with settings.cache.lock:
         started = time.perf_counter()
-        big = upscale_photo(network, photo, tile=DEFAULT_TILE)
+        big = upscale_photo(network, photo, tile=TILE)
         seconds = time.perf_counter() - started
     height, width = photo.shape[:2]
     smooth = np.asarray(
