@@ -1,0 +1,256 @@
+"""The "Draw a digit" demo: MNIST's preprocessing, the model it finds, its API, its page.
+
+One tiny ``mnist-cnn`` is trained per module (a few seconds on the npm package's digits,
+enough to read a clean 1 and 7) and served by one real ``imgrec serve`` process; the
+browser tests (Debian's Chromium) load the page once.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import httpx2
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from imgrec.core.digits import MNIST_BOX, area_weights, ink_from_grey, mnist_digit
+from imgrec.core.errors import ImageError
+from imgrec.web.catalog import ModelCatalog
+
+# Polylines on the page's 240 x 240 canvas, drawn 18 pixels wide like the page's pen.
+CANVAS = 240
+PEN = 18
+STROKES = {
+    1: [[(122, 32), (118, 120), (116, 208)]],
+    7: [[(62, 44), (178, 40), (150, 100), (104, 210)]],
+}
+
+
+def drawing(
+    strokes: list[list[tuple[int, int]]], size: int = CANVAS, pen: int = PEN
+) -> Image.Image:
+    """Black polylines on white, as the page's canvas draws them (round joints)."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for line in strokes:
+        draw.line(line, fill="black", width=pen, joint="curve")
+        for x, y in (line[0], line[-1]):
+            draw.ellipse((x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2), fill="black")
+    return image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
+    weights = digit.astype(np.float64)
+    total = weights.sum()
+    rows = (weights.sum(axis=1) @ (np.arange(digit.shape[0]) + 0.5)) / total
+    cols = (weights.sum(axis=0) @ (np.arange(digit.shape[1]) + 0.5)) / total
+    return float(rows), float(cols)
+
+
+@pytest.fixture(scope="module")
+def digit_models(tmp_path_factory):
+    """A models folder with a tiny mnist-cnn trained by ``imgrec.train`` (seconds)."""
+    import imgrec
+
+    folder = tmp_path_factory.mktemp("models")
+    imgrec.train(
+        "mnist",
+        "mnist-cnn",
+        out=folder / "mnist-cnn.keras",
+        epochs=1,
+        limit_per_class=200,
+        seed=0,
+        verbose=0,
+    )
+    for companion in folder.iterdir():  # .last.keras, the history: not needed here
+        if companion.name != "mnist-cnn.keras":
+            companion.unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def digit_server(digit_models):
+    """A real ``imgrec serve`` of that folder on loopback: (its URL, the folder)."""
+    serve = ["serve", "--port", "0", "--json", "--models", str(digit_models)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imgrec", *serve, "--runtime", "keras"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield json.loads(process.stdout.readline())["url"].rstrip("/"), digit_models
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# ---- MNIST's preprocessing (imgrec.core.digits) ----------------------------------------
+
+
+def test_a_digit_is_fitted_into_20_pixels_and_centred_by_its_mass():
+    ink = np.zeros((240, 240), np.uint8)
+    ink[40:200, 100:140] = 255  # a bar 160 tall, 40 wide: 20 x 5 once fitted
+    digit = mnist_digit(ink)
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    assert rows.size == MNIST_BOX and cols.size == 5
+    assert digit.max() == 255
+    centre = centre_of_mass(digit)
+    assert abs(centre[0] - 14) <= 0.5 and abs(centre[1] - 14) <= 0.5
+
+
+def test_the_centre_of_mass_not_the_box_is_centred():
+    ink = np.zeros((100, 100), np.uint8)
+    ink[10:90, 10:20] = 255  # a heavy left bar
+    ink[10:20, 10:90] = 255  # a thin top bar: the mass sits up and left in the box
+    digit = mnist_digit(ink)
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    box_centre = ((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2)
+    centre = centre_of_mass(digit)
+    assert abs(centre[0] - 14) <= 0.5 and abs(centre[1] - 14) <= 0.5
+    assert box_centre[0] > 15 and box_centre[1] > 15  # so the box is pushed down and right
+
+
+def test_where_and_how_large_a_digit_is_drawn_does_not_matter():
+    small = np.asarray(ink_from_grey(np.asarray(drawing(STROKES[7]).convert("L"))))
+    moved = np.zeros((480, 480), np.uint8)
+    moved[200:440, 17:257] = small
+    assert np.array_equal(mnist_digit(small), mnist_digit(moved))
+    twice = np.asarray(drawing([[(2 * x, 2 * y) for x, y in line] for line in STROKES[7]], 480, 36))
+    difference = np.abs(mnist_digit(small).astype(int) - mnist_digit(ink_from_grey(twice[..., 0])))
+    assert difference.mean() < 8  # the same digit, give or take the pen's anti-aliasing
+
+
+def test_no_ink_gives_zeros_and_bad_drawings_are_refused():
+    assert not mnist_digit(np.zeros((240, 240), np.uint8)).any()
+    with pytest.raises(ImageError, match="H x W"):
+        mnist_digit(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ImageError, match="0-255"):
+        mnist_digit(np.full((4, 4), 300))
+    with pytest.raises(ImageError, match="uint8"):
+        ink_from_grey(np.zeros((4, 4), np.float32))
+
+
+def test_area_weights_share_each_old_pixel_out_exactly():
+    for size, new_size in ((240, 20), (7, 20), (198, 3), (5, 5)):
+        weights = area_weights(size, new_size)
+        assert np.allclose(weights.sum(axis=1), 1)
+        assert np.allclose(weights.sum(axis=0), new_size / size)
+
+
+# ---- the catalog finds the demo's model by its training record --------------------------
+
+
+def _fake_keras(path, training) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+        if training is not ...:
+            archive.writestr("imgrec.json", json.dumps({"training": training}))
+
+
+def test_the_catalog_finds_a_model_by_the_architecture_it_was_trained_as(tmp_path):
+    _fake_keras(tmp_path / "a-cifar.keras", {"architecture": "cifar-cnn"})
+    _fake_keras(tmp_path / "b-plain.keras", ...)  # saved by plain Keras: no record
+    _fake_keras(tmp_path / "c-pretrained.keras", None)
+    (tmp_path / "d-broken.keras").write_bytes(b"not a zip")
+    _fake_keras(tmp_path / "m2.keras", {"architecture": "mnist-cnn"})
+    _fake_keras(tmp_path / "m1.keras", {"architecture": "mnist-cnn"})
+    catalog = ModelCatalog(tmp_path)
+    assert catalog.find_architecture("mnist-cnn").name == "m1.keras"  # the first by name
+    assert catalog.find_architecture("cifar-cnn").name == "a-cifar.keras"
+    assert catalog.find_architecture("vgg-bn") is None
+    (tmp_path / "m1.keras").unlink()
+    assert catalog.find_architecture("mnist-cnn").name == "m2.keras"
+
+
+def test_a_server_without_the_model_names_the_command_that_makes_it(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from imgrec.web.app import create_app
+
+    _fake_keras(tmp_path / "other.keras", {"architecture": "cifar-cnn"})
+    client = TestClient(create_app(tmp_path))
+    demo = client.get("/api/digits").json()
+    command = f"imgrec train mnist --arch mnist-cnn --out {tmp_path / 'mnist-cnn.keras'}"
+    assert demo == {
+        "architecture": "mnist-cnn",
+        "model": None,
+        "command": command,
+        "message": f"no mnist-cnn model in {tmp_path}: run '{command}'",
+    }
+    for answer in (
+        client.get("/api/digits/onnx.json"),
+        client.post("/api/digits/predict", files={"file": ("d.png", b"x", "image/png")}),
+    ):
+        assert answer.status_code == 404 and command in answer.json()["error"]
+    bare = TestClient(create_app()).get("/api/digits").json()
+    assert bare["model"] is None and "--models" in bare["message"]
+
+
+# ---- the API, on a real server with a tiny trained model --------------------------------
+
+
+def test_the_server_reads_drawn_digits_and_shows_every_layer(digit_server):
+    url, _ = digit_server
+    demo = httpx2.get(f"{url}/api/digits").json()
+    assert demo["model"] == "mnist-cnn.keras" and demo["message"] is None
+    for label, strokes in STROKES.items():
+        answer = httpx2.post(
+            f"{url}/api/digits/predict",
+            files={"file": ("digit.png", png_bytes(drawing(strokes)), "image/png")},
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["top"][0]["class"] == str(label), result["top"][:3]
+        grey = np.asarray(drawing(strokes).convert("L"))
+        assert np.array_equal(np.array(result["digit"]), mnist_digit(ink_from_grey(grey)))
+        values = np.frombuffer(base64.b64decode(result["values"]), "<f4")
+        layers = {layer["name"]: layer for layer in result["layers"]}
+        assert list(layers) == [
+            "rescale", "conv1", "conv2", "pool1", "dropout1",
+            "flatten", "fc1", "dropout2", "predictions",
+        ]  # fmt: skip
+        assert layers["conv2"]["shape"] == [24, 24, 64]
+        assert values.size == sum(layer["size"] for layer in result["layers"])
+        last = layers["predictions"]
+        assert np.allclose(values[last["offset"] :], result["probabilities"])
+        first = layers["rescale"]
+        rescaled = values[first["offset"] : first["offset"] + first["size"]]
+        assert np.allclose(rescaled * 255, np.array(result["digit"]).ravel(), atol=1e-3)
+
+
+def test_the_browsers_export_gives_the_servers_layers(digit_server):
+    import onnxruntime
+
+    url, _ = digit_server
+    description = httpx2.get(f"{url}/api/digits/onnx.json", timeout=300).json()
+    assert description["onnx"] == "/api/digits/onnx"
+    assert description["input"] == [28, 28, 1] and len(description["class_names"]) == 10
+    exported = httpx2.get(f"{url}{description['onnx']}").content
+    assert len(exported) == description["bytes"]
+    session = onnxruntime.InferenceSession(exported)
+    grey = np.asarray(drawing(STROKES[7]).convert("L"))
+    digit = mnist_digit(ink_from_grey(grey)).astype(np.float32)[None, :, :, None]
+    browser = session.run(None, {session.get_inputs()[0].name: digit})[0][0]
+    server = httpx2.post(
+        f"{url}/api/digits/predict",
+        files={"file": ("seven.png", png_bytes(drawing(STROKES[7])), "image/png")},
+    ).json()
+    assert server["layers"] == description["layers"]
+    values = np.frombuffer(base64.b64decode(server["values"]), "<f4")
+    assert np.allclose(browser, values, rtol=1e-4, atol=1e-4)
