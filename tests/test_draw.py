@@ -10,9 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 
 import httpx2
@@ -84,18 +81,10 @@ def digit_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digit_server(digit_models):
     """A real ``imgrec serve`` of that folder on loopback: (its URL, the folder)."""
-    serve = ["serve", "--port", "0", "--json", "--models", str(digit_models)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imgrec", *serve, "--runtime", "keras"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield json.loads(process.stdout.readline())["url"].rstrip("/"), digit_models
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    from browser import serving
+
+    with serving("--models", str(digit_models), "--runtime", "keras") as url:
+        yield url.rstrip("/"), digit_models
 
 
 # ---- MNIST's preprocessing (imgrec.core.digits) ----------------------------------------
@@ -234,6 +223,8 @@ def test_the_server_reads_drawn_digits_and_shows_every_layer(digit_server):
         assert np.allclose(rescaled * 255, np.array(result["digit"]).ravel(), atol=1e-3)
 
 
+# Slow: the first request exports the every-layer model in a child process (TensorFlow).
+@pytest.mark.slow
 def test_the_browsers_export_gives_the_servers_layers(digit_server):
     import onnxruntime
 
@@ -254,3 +245,106 @@ def test_the_browsers_export_gives_the_servers_layers(digit_server):
     assert server["layers"] == description["layers"]
     values = np.frombuffer(base64.b64decode(server["values"]), "<f4")
     assert np.allclose(browser, values, rtol=1e-4, atol=1e-4)
+
+
+# ---- the page in Chromium ----------------------------------------------------------------
+
+EXPORT_TIMEOUT_MS = 300_000  # the first in-browser run waits for the export (a child process)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+def _draw(page, strokes) -> None:
+    """Draw polylines on the canvas with the mouse, in canvas pixels (240 x 240)."""
+    box = page.locator("#draw-canvas").bounding_box()
+    scale = box["width"] / CANVAS
+    for line in strokes:
+        x, y = line[0]
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in line[1:]:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=12)
+        page.mouse.up()
+
+
+def _read(page, expected: int, timeout: float) -> None:
+    page.wait_for_selector('#draw[data-state="done"]', timeout=timeout)
+    assert page.get_attribute("#draw", "data-digit") == str(expected)
+    assert page.text_content("#draw-digits li.best .name") == str(expected)
+
+
+def _page_digit(page) -> tuple[np.ndarray, np.ndarray]:
+    """The page's 28 x 28 picture, and what Python makes of its canvas's PNG."""
+    shown = page.evaluate(
+        """() => Array.from(document.getElementById("draw-input-picture").getContext("2d")
+                .getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 0))"""
+    )
+    url = page.evaluate('() => document.getElementById("draw-canvas").toDataURL("image/png")')
+    canvas = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("L")
+    return np.array(shown, np.uint8).reshape(28, 28), mnist_digit(ink_from_grey(np.asarray(canvas)))
+
+
+@pytest.mark.browser
+@pytest.mark.slow  # it needs the every-layer export too (see above)
+def test_strokes_drawn_in_the_page_are_read_in_the_browser_and_on_the_server(browser, digit_server):
+    from browser import visit
+
+    url, _ = digit_server
+    opened = visit(browser, url, "/demos/draw")
+    page = opened.page
+    try:
+        page.wait_for_selector('#draw[data-state="ready"]')
+        assert page.get_attribute('#menu a[data-demo="draw"]', "aria-current") == "page"
+        _draw(page, STROKES[1])
+        _read(page, 1, EXPORT_TIMEOUT_MS)
+        assert "in this browser" in page.text_content("#draw-timing")
+        # The same preprocessing in JavaScript and in Python, on the drawn canvas.
+        here, python = _page_digit(page)
+        assert python.any() and np.abs(here.astype(int) - python).max() <= 1
+        names = page.eval_on_selector_all("#draw-layers figure", "f => f.map(e => e.dataset.layer)")
+        assert names[0] == "rescale" and names[-1] == "predictions" and len(names) == 9
+
+        page.click("#draw-clear")
+        assert page.get_attribute("#draw", "data-state") == "ready"
+        assert page.locator("#draw-layers figure").count() == 0
+        _draw(page, STROKES[7])
+        _read(page, 7, EXPORT_TIMEOUT_MS)
+        here, python = _page_digit(page)
+        assert np.abs(here.astype(int) - python).max() <= 1
+
+        # On the server: the same drawing, the preprocessing and the network in Python.
+        page.check("#draw-server")
+        page.wait_for_selector("#draw-timing:has-text('round trip')")
+        _read(page, 7, EXPORT_TIMEOUT_MS)
+        here, python = _page_digit(page)
+        assert np.array_equal(here, python)
+        assert opened.script_errors == [] and opened.outside_requests == []
+    finally:
+        opened.close()
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_command_when_the_server_has_no_model(browser, digit_server):
+    url, _ = digit_server
+    command = "imgrec train mnist --arch mnist-cnn --out /srv/models/mnist-cnn.keras"
+    context = browser.new_context()
+    context.route(
+        "**/api/digits",
+        lambda route: route.fulfill(
+            json={"architecture": "mnist-cnn", "model": None, "command": command, "message": "x"}
+        ),
+    )
+    try:
+        page = context.new_page()
+        page.goto(f"{url}/demos/draw")
+        page.wait_for_selector('#draw[data-state="missing"]')
+        assert page.is_visible("#draw-missing")
+        assert page.text_content("#draw-command") == command
+    finally:
+        context.close()
