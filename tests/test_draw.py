@@ -10,7 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+import subprocess
 import zipfile
+from importlib import resources
+from pathlib import Path
 
 import httpx2
 import numpy as np
@@ -21,6 +25,7 @@ from imgrec.core.digits import MNIST_BOX, area_weights, ink_from_grey, mnist_dig
 from imgrec.core.errors import ImageError
 from imgrec.web.catalog import ModelCatalog
 
+STATIC = Path(str(resources.files("imgrec.web").joinpath("static")))
 # Polylines on the page's 240 x 240 canvas, drawn 18 pixels wide like the page's pen.
 CANVAS = 240
 PEN = 18
@@ -139,6 +144,44 @@ def test_area_weights_share_each_old_pixel_out_exactly():
         weights = area_weights(size, new_size)
         assert np.allclose(weights.sum(axis=1), 1)
         assert np.allclose(weights.sum(axis=0), new_size / size)
+
+
+def test_the_pages_javascript_preprocessing_is_pythons(tmp_path):
+    # The page's module (static/demos/draw_preprocess.js) run by Node on drawings of all
+    # kinds: thin and thick pens, tiny and odd-sized canvases; the browser test checks the
+    # same on strokes drawn in Chromium.
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("needs Node.js (apt-get install nodejs) to run the page's module")
+    rng = np.random.default_rng(1)
+    drawings = []
+    for trial in range(24):
+        points = [tuple(int(v) for v in rng.integers(10, 230, 2)) for _ in range(4)]
+        image = drawing([points[: rng.integers(2, 5)]], CANVAS, int(rng.integers(3, 30)))
+        ink = ink_from_grey(np.asarray(image.convert("L")))
+        if trial % 4 == 0:
+            ink = ink[: rng.integers(3, CANVAS), : rng.integers(3, CANVAS)]
+        drawings.append(ink)
+    drawings.append(np.zeros((5, 7), np.uint8))
+    listed = [
+        {"width": d.shape[1], "height": d.shape[0], "ink": d.ravel().tolist()} for d in drawings
+    ]
+    data = tmp_path / "drawings.json"
+    data.write_text(json.dumps(listed))
+    module = STATIC / "demos" / "draw_preprocess.js"
+    script = tmp_path / "run.mjs"
+    script.write_text(
+        f"import {{ mnistDigit }} from {json.dumps(module.as_uri())};\n"
+        "import { readFileSync } from 'node:fs';\n"
+        f"const drawings = JSON.parse(readFileSync({json.dumps(str(data))}));\n"
+        "console.log(JSON.stringify(drawings.map((d) => "
+        "Array.from(mnistDigit(Uint8Array.from(d.ink), d.width, d.height)))));\n"
+    )
+    answer = subprocess.run([node, str(script)], capture_output=True, text=True, check=True)
+    in_javascript = np.array(json.loads(answer.stdout), np.uint8).reshape(-1, 28, 28)
+    in_python = np.stack([mnist_digit(d) for d in drawings])
+    assert in_python[:-1].any(axis=(1, 2)).sum() >= 20 and not in_python[-1].any()
+    assert np.array_equal(in_javascript, in_python)
 
 
 # ---- the catalog finds the demo's model by its training record --------------------------

@@ -8,6 +8,9 @@ import { msg, say } from "../i18n.js";
 
 const GAP = 1; // white pixels between tiles
 const WIDEST_CSS_PX = 360;
+// How many CSS pixels a unit may take at most: tiles of maps, cells of vectors.
+const MAP_ZOOM = 8;
+const VECTOR_ZOOM = 24;
 
 function grid(count) {
   const columns = Math.ceil(Math.sqrt(count));
@@ -43,8 +46,8 @@ function paint(canvas, shape, values) {
   if (canvas.width !== place.width || canvas.height !== place.height) {
     canvas.width = place.width;
     canvas.height = place.height;
-    const scale = Math.max(1, Math.min(24, Math.floor(WIDEST_CSS_PX / place.width)));
-    canvas.style.width = `${place.width * scale}px`;
+    const zoom = shape.length === 3 ? MAP_ZOOM : VECTOR_ZOOM;
+    canvas.style.width = `${Math.min(WIDEST_CSS_PX, place.width * zoom)}px`;
   }
   let low = Infinity;
   let high = -Infinity;

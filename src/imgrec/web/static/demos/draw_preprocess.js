@@ -89,7 +89,9 @@ export function mnistDigit(ink, width, height) {
     for (let j = 0; j < newWidth; j++) {
       const { first, weights } = columnWeights[j];
       let sum = 0;
-      for (let k = 0; k < weights.length; k++) sum += byRows[i * cropWidth + first + k] * weights[k];
+      for (let k = 0; k < weights.length; k++) {
+        sum += byRows[i * cropWidth + first + k] * weights[k];
+      }
       const value = Math.min(255, Math.max(0, Math.floor(sum + 0.5)));
       fitted[i * newWidth + j] = value;
       total += value;
