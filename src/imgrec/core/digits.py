@@ -77,15 +77,16 @@ def mnist_digit(ink: np.ndarray) -> np.ndarray:
     ink = np.asarray(ink)
     if ink.ndim != 2 or ink.size == 0 or not np.issubdtype(ink.dtype, np.number):
         raise ImageError(f"a drawing's ink must be a non-empty H x W array, got {ink.shape}")
-    ink = ink.astype(np.float64)
-    if ink.min() < 0 or ink.max() > 255:
-        raise ImageError(f"ink levels must lie in 0-255, got {ink.min()} to {ink.max()}")
+    low, high = ink.min(), ink.max()
+    if low < 0 or high > 255:
+        raise ImageError(f"ink levels must lie in 0-255, got {low} to {high}")
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.uint8)
-    rows = np.flatnonzero(ink.max(axis=1) > 0)
-    cols = np.flatnonzero(ink.max(axis=0) > 0)
+    inked = ink > 0
+    rows = np.flatnonzero(inked.any(axis=1))
+    cols = np.flatnonzero(inked.any(axis=0))
     if rows.size == 0:
         return out
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float64)
     height, width = crop.shape
     longer = max(height, width)
     new_height = max(1, math.floor(height * MNIST_BOX / longer + 0.5))

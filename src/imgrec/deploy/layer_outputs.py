@@ -3,17 +3,18 @@
 The page's "Draw a digit" demo shows every layer of a small network at work, live,
 in the browser (onnxruntime-web) or on the server. Both run the same model:
 ``layers_model`` taps the output of every layer (``imgrec.models.graph.tap_model``),
-flattens each and concatenates them into ONE output vector, whose segments
-``describe`` lists (name, type, shape without the batch, offset, size). One output
+flattens each and concatenates them into ONE output vector, cut into segments that
+it lists (name, type, shape without the batch, offset, size). One output
 keeps the export an ordinary single-output conversion, run in a child process like
 any user's model (``imgrec.deploy.converter_process``); the browser slices the
 vector by the description, exactly as the server does.
 
 ``layers_export`` keeps the export under ``imgrec_home()/onnx/layers``, named after
-the model's content (its ``.keras`` file's digest, else its weights' digest), the
-layers and the exporting software's versions, with a JSON description beside it
-holding the ONNX file's digest; an entry whose file does not match it is exported
-again. A fresh export is checked against Keras on random inputs before it is kept.
+what the model computes (``imgrec.deploy.sidecar.weights_digest``: its architecture,
+weights and metadata), the layers and the exporting software's versions, with a
+JSON description beside it holding the ONNX file's digest; an entry whose file does
+not match it is exported again. A fresh export is checked against Keras on random
+inputs before it is kept.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _CHECK_INPUTS = 3
 _MODELS: weakref.WeakKeyDictionary[keras.Model, tuple[keras.Model, list[dict]]] = (
     weakref.WeakKeyDictionary()
 )
+_KEYS: weakref.WeakKeyDictionary[keras.Model, str] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -170,16 +172,25 @@ def layers_export(model: keras.Model, *, verbose: bool = True) -> LayerExport:
 
 
 def _cache_key(model: keras.Model, segments: list[dict]) -> str:
-    origin = source_file(model)
-    source = f"file_sha256:{file_digest(origin)}" if origin else f"weights:{weights_digest(model)}"
+    """The export's name: what the model computes, its layers, the exporter's versions.
+
+    The model in memory is what is exported, so it is what names the export (not the
+    file it came from, which may have changed since); computed once per model.
+    """
+    with _LOCK:
+        if model in _KEYS:
+            return _KEYS[model]
     identity = {
-        "source": source,
+        "weights_sha256": weights_digest(model),
         "layers": segments,
         "opset": ONNX_OPSET,
         "format": DESCRIPTION_FORMAT,
         **exporter_versions(),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+    with _LOCK:
+        _KEYS[model] = key
+    return key
 
 
 def _cached(path: Path, description: Path) -> LayerExport | None:

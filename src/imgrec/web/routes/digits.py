@@ -36,6 +36,9 @@ from imgrec.web.model_cache import LoadedModel
 from imgrec.web.routes.models import ONNX_MEDIA_TYPE
 
 ARCHITECTURE = "mnist-cnn"
+# Drawings are decoded at least this large (a larger upload is shrunk by a whole factor
+# while decoding): the digit ends up 20 pixels tall, the page's canvas is 240.
+DRAWING_SIDE = 480
 MODEL_FILE = "mnist-cnn.keras"
 INPUT_SHAPE = (MNIST_SIZE, MNIST_SIZE, 1)
 
@@ -181,9 +184,10 @@ def digits_predict(settings: Settings, source: Source) -> dict:
     """
     loaded = _loaded(settings)
     data, name = image_data(settings, source)
-    cost = decode_cost(data, max_pixels=settings.max_pixels, name=name)
+    limits = {"max_pixels": settings.max_pixels, "name": name, "min_side": DRAWING_SIDE}
+    cost = decode_cost(data, **limits)
     with settings.decoding.admit(cost, name):
-        grey = load_image(data, mode="L", max_pixels=settings.max_pixels, name=name)
+        grey = load_image(data, mode="L", **limits)
         digit = mnist_digit(ink_from_grey(grey))
     batch = digit.astype(np.float32)[np.newaxis, :, :, np.newaxis]
     with settings.cache.lock:
