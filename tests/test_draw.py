@@ -306,17 +306,21 @@ def browser():
         yield launched
 
 
-def _draw(page, strokes) -> None:
-    """Draw polylines on the canvas with the mouse, in canvas pixels (240 x 240)."""
+def _draw(page, strokes, *, lift: bool = True) -> None:
+    """Draw polylines on the canvas with the mouse, in canvas pixels (240 x 240).
+
+    ``lift=False`` keeps the button down at the end of the last line: still drawing.
+    """
     box = page.locator("#draw-canvas").bounding_box()
     scale = box["width"] / CANVAS
-    for line in strokes:
+    for n, line in enumerate(strokes, start=1):
         x, y = line[0]
         page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
         page.mouse.down()
         for x, y in line[1:]:
             page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=12)
-        page.mouse.up()
+        if lift or n < len(strokes):
+            page.mouse.up()
 
 
 def _read(page, expected: int, timeout: float) -> None:
@@ -359,7 +363,10 @@ def test_strokes_drawn_in_the_page_are_read_in_the_browser_and_on_the_server(bro
         page.click("#draw-clear")
         assert page.get_attribute("#draw", "data-state") == "ready"
         assert page.locator("#draw-layers figure").count() == 0
-        _draw(page, STROKES[7])
+        # The probabilities follow the pen: the 7 is read before the button is released.
+        _draw(page, STROKES[7], lift=False)
+        _read(page, 7, EXPORT_TIMEOUT_MS)
+        page.mouse.up()
         _read(page, 7, EXPORT_TIMEOUT_MS)
         here, python = _page_digit(page)
         assert np.abs(here.astype(int) - python).max() <= 1
