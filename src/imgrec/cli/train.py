@@ -161,8 +161,8 @@ TRAIN = Command(
             "--arch",
             default="cifar-cnn",
             help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a "
-            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), or acgan: the "
-            "AC-GAN generator of digits (imgrec generate draws from it)",
+            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), or "
+            "acgan: the AC-GAN of digits (imgrec generate draws from it)",
         ),
         flags.TRANSFER,
         flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -39,6 +40,8 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 NOISE_INPUT = "noise"
 CLASS_INPUT = "class"
+# The command that makes a generator (named where one is missing).
+TRAIN_COMMAND = "imgrec train mnist --arch acgan --out gan.keras"
 
 
 def build_generator(
@@ -244,3 +247,69 @@ def save_images(
         raise ImgrecError(f"{out}: write the grid to a .png file, or images to a folder (DIR/)")
     write_bytes_atomic(target, png_bytes(tile(images, columns)))
     return [target]
+
+
+def load_generator(model: str | os.PathLike | keras.Model) -> keras.Model:
+    """An AC-GAN generator: a loaded one as it is, or a ``.keras`` file loaded safely.
+
+    Raises:
+        ModelError: a missing or unsafe file, or a model that is not an AC-GAN
+            generator (it names the command that makes one).
+    """
+    from imgrec.models.loading import load_keras_file
+
+    if not isinstance(model, keras.Model):
+        if not str(model).endswith(".keras"):
+            raise ModelError(f"{model}: expected an AC-GAN generator's .keras file")
+        model = load_keras_file(model)
+    if not is_generator(model):
+        raise ModelError(
+            f"{model.name!r} is not an AC-GAN generator (inputs noise and class); "
+            f"make one with: {TRAIN_COMMAND}"
+        )
+    return model
+
+
+def class_names(generator: keras.Model) -> tuple[str, ...]:
+    """The generator's class names: from its imgrec metadata, else ``0``, ``1``, ..."""
+    from imgrec.models.metadata import model_info
+
+    try:
+        return tuple(model_info(generator).class_names)
+    except ModelError:
+        return tuple(str(i) for i in range(class_count(generator)))
+
+
+def generate_files(
+    model: str | os.PathLike | keras.Model,
+    digit: int | None,
+    n: int = 16,
+    *,
+    out: str | os.PathLike,
+    seed: int | None = 0,
+    columns: int | None = None,
+) -> dict[str, Any]:
+    """Generate ``n`` images of class ``digit`` and write them (``imgrec generate``).
+
+    Args:
+        model: a generator's ``.keras`` file, or a loaded generator.
+        digit: the class; None takes the classes in turn (0, 1, ..., 9, 0, ...).
+        n: how many images.
+        out: a ``.png`` for one grid, or a folder (``DIR/``) for one PNG per image.
+        seed: seeds the noise (the same seed draws the same images).
+        columns: images per row of the grid (default: near-square).
+
+    Returns:
+        ``files`` (paths written), ``classes`` (the class of each image), ``seed``.
+
+    Raises:
+        ModelError: not a generator, or a class it does not know.
+        ImgrecError: ``out`` is neither a ``.png`` nor a folder.
+    """
+    generator = load_generator(model)
+    if n < 1:
+        raise ModelError(f"n={n}: at least one image")
+    labels = np.arange(n) % class_count(generator) if digit is None else np.full(n, digit)
+    files = save_images(generate(generator, labels, seed=seed), out, columns=columns)
+    names = class_names(generator)
+    return {"files": [str(f) for f in files], "classes": [names[i] for i in labels], "seed": seed}

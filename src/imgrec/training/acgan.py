@@ -42,7 +42,7 @@ from imgrec.models.preprocessing import Preprocessing
 from imgrec.training.data import data_report, load_training_data
 from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
 
-DEFAULT_EPOCHS = 20
+DEFAULT_EPOCHS = 15
 DEFAULT_BATCH_SIZE = 64
 LEARNING_RATE = 2e-4
 BETA_1 = 0.5
@@ -143,7 +143,7 @@ class ACGANTrainer(keras.Model):
     def _tensorflow_step(self, data: Any) -> dict[str, Any]:
         import tensorflow as tf
 
-        images, labels = data
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         noise, fake_labels = self._draw(ops.shape(images)[0], self.noise_seed)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fakes = self.generator([noise, fake_labels], training=True)
@@ -181,7 +181,7 @@ def train_acgan(
             on it).
         out: the generator's ``.keras`` file, saved after every epoch; beside it
             ``<out>.history.json`` and ``<out>.samples.png`` (one row per class).
-        epochs: epochs to train (default 20).
+        epochs: epochs to train (default 15).
         batch_size: images per step (default 64).
         lr: both optimizers' learning rate (default 2e-4).
         seed: seeds the weights, the shuffling and the noise (default 0).

@@ -13,12 +13,16 @@ it appears on the page's next load, and a file replaced on disk gets a new versi
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
+from imgrec.models.loading import METADATA_MEMBER
 from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
 from imgrec.models.zoo import ZooEntry, keras_cached_weights
 
@@ -91,6 +95,17 @@ class ModelCatalog:
         offered = ", ".join(entry.name for entry in self.entries()) or "none"
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
 
+    def by_architecture(self, architecture: str) -> CatalogEntry | None:
+        """The first file (by name) whose imgrec metadata says it trained as ``architecture``.
+
+        Only the file's small metadata member is read (once per file version), never
+        the model: a demo finds its network (``acgan``) among the folder's files.
+        """
+        for entry in self._files():
+            if _trained_architecture(entry.source, entry.version) == architecture:
+                return entry
+        return None
+
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
             return []
@@ -120,3 +135,27 @@ def _weights_here(entry: ZooEntry) -> bool:
         or (entry.offline and entry.offline.path())
         or (entry.torch_hub and entry.torch_hub.path())
     )
+
+
+# imgrec's own metadata is a few kilobytes; a larger member is not read.
+_MAX_METADATA_BYTES = 1 << 20
+
+
+@functools.lru_cache(maxsize=256)
+def _trained_architecture(path: str, version: tuple[int, ...]) -> str | None:
+    """The ``training.architecture`` in a ``.keras`` file's imgrec metadata, or None.
+
+    ``version`` (size, modification time) is part of the cache key: a replaced file
+    is read again.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.getinfo(METADATA_MEMBER)
+            if member.file_size > _MAX_METADATA_BYTES:
+                return None
+            info = json.loads(archive.read(member))
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
+        return None
+    training = info.get("training") if isinstance(info, dict) else None
+    architecture = training.get("architecture") if isinstance(training, dict) else None
+    return architecture if isinstance(architecture, str) else None
