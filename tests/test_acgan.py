@@ -226,6 +226,9 @@ def test_evaluate_classifier_prints_the_per_class_table(trained, tmp_path, capsy
     assert "| 9 | 3 |" in out and "| all | 30 |" in out
     assert main([*argv[:2], "mnist", *argv[2:]]) == 1  # a data set too: refused, not ignored
     assert "takes no DATASET" in capsys.readouterr().err
+    # Without --classifier, DATASET is still required, as a usage error.
+    assert main(["evaluate", str(path)]) == 2
+    assert "required: dataset" in capsys.readouterr().err
 
 
 def test_the_catalog_finds_the_generator_by_its_architecture(trained, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from imgrec.cli import flags
 from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
@@ -15,9 +16,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.classifier is not None:
         return run_agreement(args)
-    if args.dataset is None:
-        raise ImgrecError("evaluate: name the DATASET to test the model on")
-    leave_out = ("classifier", "per_class")
+    if args.dataset is None:  # a usage error, as when DATASET was a required argument
+        print(
+            "imgrec evaluate: error: the following arguments are required: dataset "
+            "(or --classifier, when MODEL is a generator)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.seed is not None:
+        raise ImgrecError("--seed seeds the noise of --classifier; without it, it has no use")
+    leave_out = ("classifier", "per_class", "seed")
     result = evaluate(**api_arguments(args, rename={"top": "top_k"}, leave_out=leave_out))
     if args.json:
         return print_json(result)
@@ -95,10 +103,7 @@ EVALUATE = Command(
             metavar="N",
             help="with --classifier: images generated per class (100)",
         ),
-        flags.SEED.but(
-            help="with --classifier, seeds the noise (default 0); else the held-out split "
-            "(default: the model's own)"
-        ),
+        flags.SEED.but(help="with --classifier: seeds the noise (default 0)"),
     ],
     run=run_evaluate,
 )

@@ -7,7 +7,7 @@ example, made small enough to train on two CPU cores:
   class (0-9); the class is embedded as 100 numbers and multiplied into the noise
   (Keras's example does the same), then a dense layer and two 4 x 4 transposed
   convolutions, with batch normalisation, draw a 28 x 28 digit;
-- the **discriminator** (three strided convolutions, leaky ReLU, dropout) answers
+- the **discriminator** (two strided convolutions, leaky ReLU, dropout) answers
   twice: one logit "real or generated" and ten logits "which digit".
 
 Both are plain functional ``keras.Model`` made of Keras's own layers, so the saved
@@ -88,13 +88,13 @@ def build_discriminator(
 
     Args:
         num_classes: how many classes the auxiliary head tells apart.
-        width: filters of the first convolution (then twice, four times as many).
+        width: filters of the first convolution (the second has twice as many).
         seed: seeds the initial weights and the dropout.
     """
     init = keras.initializers.GlorotUniform(seed=seed)
     image = keras.Input(IMAGE_SHAPE, name="image")
     hidden = layers.Rescaling(1 / 127.5, offset=-1.0)(image)
-    for i, filters in enumerate((width, 2 * width, 4 * width)):
+    for i, filters in enumerate((width, 2 * width)):
         hidden = layers.Conv2D(filters, 3, strides=2, padding="same", kernel_initializer=init)(
             hidden
         )

@@ -43,7 +43,7 @@ from imgrec.models.preprocessing import Preprocessing
 from imgrec.training.data import data_report, load_training_data
 from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
 
-DEFAULT_EPOCHS = 15
+DEFAULT_EPOCHS = 20
 DEFAULT_BATCH_SIZE = 64
 LEARNING_RATE = 2e-4
 BETA_1 = 0.5
@@ -148,8 +148,11 @@ class ACGANTrainer(keras.Model):
         noise, fake_labels = self._draw(ops.shape(images)[0], self.noise_seed)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fakes = self.generator([noise, fake_labels], training=True)
-            real_out = self.discriminator(images, training=True)
-            fake_out = self.discriminator(fakes, training=True)
+            # One pass over real and generated digits together (no batch statistics in
+            # the discriminator, so this is the same as two passes, and faster).
+            real, aux = self.discriminator(ops.concatenate([images, fakes]), training=True)
+            batch = ops.shape(images)[0]
+            real_out, fake_out = (real[:batch], aux[:batch]), (real[batch:], aux[batch:])
             d_loss, g_loss, accuracies = self._gan_losses(real_out, fake_out, labels, fake_labels)
         d_vars = self.discriminator.trainable_variables
         g_vars = self.generator.trainable_variables
@@ -182,7 +185,7 @@ def train_acgan(
             on it).
         out: the generator's ``.keras`` file, saved after every epoch; beside it
             ``<out>.history.json`` and ``<out>.samples.png`` (one row per class).
-        epochs: epochs to train (default 15).
+        epochs: epochs to train (default 20).
         batch_size: images per step (default 64).
         lr: both optimizers' learning rate (default 2e-4).
         seed: seeds the weights, the shuffling and the noise (default 0).
