@@ -17,9 +17,9 @@ without loading the model, once per file version.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +78,6 @@ class ModelCatalog:
         self._zoo = tuple(
             CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in zoo if _weights_here(e.zoo)
         )
-        self._architectures: dict[CatalogEntry, str | None] = {}
-        self._architectures_lock = threading.Lock()
 
     def entries(self) -> list[CatalogEntry]:
         """Every model on offer: zoo networks in the zoo's order, then files by name."""
@@ -105,22 +103,16 @@ class ModelCatalog:
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
 
     def find_architecture(self, architecture: str) -> CatalogEntry | None:
-        """The first file, by name, that imgrec trained as ``architecture``; None if none.
+        """The first file (by name) whose imgrec metadata says it trained as ``architecture``.
 
-        Args:
-            architecture: a chapter network's name (``"mnist-cnn"``), as ``imgrec
-                train --arch`` records it in the file's metadata.
+        Only the file's small metadata member is read (once per file version), never
+        the model: a demo finds its network (``mnist-cnn``, ``acgan``) among the folder's
+        files; None if there is none.
         """
         for entry in self._files():
-            if self._architecture(entry) == architecture:
+            if _trained_architecture(entry.source, entry.version) == architecture:
                 return entry
         return None
-
-    def _architecture(self, entry: CatalogEntry) -> str | None:
-        with self._architectures_lock:
-            if entry not in self._architectures:
-                self._architectures[entry] = _trained_architecture(Path(entry.source))
-            return self._architectures[entry]
 
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
@@ -153,20 +145,21 @@ def _weights_here(entry: ZooEntry) -> bool:
     )
 
 
-def _trained_architecture(path: Path) -> str | None:
-    """The architecture in a ``.keras`` file's training record; None if it has none.
+@functools.lru_cache(maxsize=256)
+def _trained_architecture(path: str, version: tuple[int, ...]) -> str | None:
+    """The ``training.architecture`` in a ``.keras`` file's imgrec metadata, or None.
 
-    Only the small metadata member is read (its declared size checked first); a file
-    that is not a zip, or whose metadata is damaged, simply has none here.
+    ``version`` (size, modification time) is part of the cache key: a replaced file
+    is read again.
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(METADATA_MEMBER)
-            if info.file_size > _MAX_METADATA_BYTES:
+            member = archive.getinfo(METADATA_MEMBER)
+            if member.file_size > _MAX_METADATA_BYTES:
                 return None
-            with archive.open(info) as member:
-                data = json.loads(member.read(_MAX_METADATA_BYTES + 1))
-        architecture = data["training"]["architecture"]
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+            info = json.loads(archive.read(member))
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
         return None
+    training = info.get("training") if isinstance(info, dict) else None
+    architecture = training.get("architecture") if isinstance(training, dict) else None
     return architecture if isinstance(architecture, str) else None
