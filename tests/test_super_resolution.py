@@ -214,9 +214,11 @@ def test_evaluate_and_upscale_from_the_command_line(models, photos, tmp_path, ca
         assert big.size == (60, 42)
 
 
-def test_train_refuses_classifier_options_for_super_resolution(photos, capsys):
+def test_train_and_evaluate_refuse_options_that_do_not_apply(models, photos, capsys):
     assert main(["train", str(photos), "--arch", "sr-cnn", "--augment", "flip"]) == 1
     assert "--augment apply to classifiers only" in capsys.readouterr().err
+    assert main(["evaluate", str(models["sr-cnn"])]) == 1
+    assert "give the folder of photos" in capsys.readouterr().err
 
 
 def test_the_sample_photo_folders_keep_test_photos_out_of_training(tmp_path):

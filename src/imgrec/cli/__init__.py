@@ -25,6 +25,7 @@ from imgrec.cli import (
     evaluate,
     explain,
     export,
+    generate,
     info,
     predict,
     serve,
@@ -53,6 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     evaluate.COMPARE,
     classic.DETECT,
     export.EXPORT,
+    generate.COMMAND,
     upscale.UPSCALE,
 )
 

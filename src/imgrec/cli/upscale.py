@@ -88,6 +88,12 @@ def run_evaluate_super_resolution(args: argparse.Namespace) -> int:
     """``imgrec evaluate SR.keras PHOTOS``: PSNR and SSIM against bicubic, as a table."""
     from imgrec.training.super_resolution import evaluate_super_resolution
 
+    if args.dataset is None:
+        raise ImgrecError(f"{args.model} upscales photos: give the folder of photos to measure on")
+    if getattr(args, "classifier", None) is not None or getattr(args, "seed", None) is not None:
+        raise ImgrecError(
+            f"{args.model} upscales photos: --classifier and --seed apply to generators"
+        )
     result = evaluate_super_resolution(args.model, args.dataset, report=args.report)
     if args.json:
         return print_json(result)

@@ -26,6 +26,8 @@ Routes:
     GET  /api/colormaps         the colours the page paints a heatmap with
     GET  /api/layers            a model's layers and their output shapes
     POST /api/activations       one layer's feature maps for a photo
+    GET  /api/acgan             the AC-GAN demo's generator (``routes.acgan``)
+    POST /api/acgan/generate    a digit of a class, from the page's noise
 
 The routes live in ``imgrec.web.routes``, one module per concern (pages, models,
 files, inference); what they take (settings, the image of a request) in
@@ -62,6 +64,7 @@ from imgrec.web.inputs import ImageSource, ServerSettings
 from imgrec.web.limits import BodyReadTimeout, BodySizeLimit, DecodeBudget, Slots
 from imgrec.web.model_cache import ModelCache
 from imgrec.web.routes import ROUTERS, super_resolution
+from imgrec.web.routes import acgan as acgan_routes
 from imgrec.web.routes.inference import DEFAULT_COLORMAP
 from imgrec.web.routes.pages import static_dir
 
@@ -165,6 +168,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(acgan_routes.router)
     app.include_router(super_resolution.router)
     return app
 

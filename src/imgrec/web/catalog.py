@@ -9,20 +9,30 @@ listing.
 
 The folder is listed again on every lookup (one ``scandir``), so a model copied into
 it appears on the page's next load, and a file replaced on disk gets a new version.
+
+A demo finds its model by the architecture imgrec recorded when it trained the file
+(``find_architecture``): that is read from the file's ``imgrec.json`` member alone,
+without loading the model, once per file version.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import zipfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
+from imgrec.models.loading import METADATA_MEMBER
 from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
-from imgrec.models.super_resolution import read_metadata
 from imgrec.models.zoo import ZooEntry, keras_cached_weights
+
+# Larger than any training record, small enough to read at once.
+_MAX_METADATA_BYTES = 4 << 20
 
 
 class UnknownModelError(ModelError):
@@ -93,20 +103,30 @@ class ModelCatalog:
         offered = ", ".join(entry.name for entry in self.entries()) or "none"
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
 
-    def files_of(self, architectures: Collection[str]) -> list[tuple[CatalogEntry, str]]:
-        """The folder's files whose imgrec metadata names one of ``architectures``.
+    def find_architecture(self, architecture: str) -> CatalogEntry | None:
+        """The first file (by name) whose imgrec metadata says it trained as ``architecture``.
 
-        Each with the architecture it names (``training.architecture``, as ``imgrec
-        train`` writes it), in name order. Only the small metadata member of each file
-        is read: nothing is loaded. A demo finds its networks this way (the
-        super-resolution page: ``sr-cnn``, ``sr-resnet``).
+        Only the file's small metadata member is read (once per file version), never
+        the model: a demo finds its network (``mnist-cnn``, ``acgan``) among the folder's
+        files; None if there is none.
+        """
+        for entry in self._files():
+            if _trained_architecture(entry.source, entry.version) == architecture:
+                return entry
+        return None
+
+    def files_of(self, architectures: Collection[str]) -> list[tuple[CatalogEntry, str]]:
+        """Every file (by name) whose imgrec metadata names one of ``architectures``.
+
+        Each with the architecture it names, read as ``find_architecture`` reads it: a
+        demo that takes several networks lists them this way (the super-resolution page:
+        ``sr-cnn``, ``sr-resnet``).
         """
         found = []
         for entry in self._files():
-            training = (read_metadata(entry.source) or {}).get("training")
-            arch = training.get("architecture") if isinstance(training, dict) else None
-            if isinstance(arch, str) and arch in architectures:
-                found.append((entry, arch))
+            architecture = _trained_architecture(entry.source, entry.version)
+            if architecture is not None and architecture in architectures:
+                found.append((entry, architecture))
         return found
 
     def _files(self) -> list[CatalogEntry]:
@@ -138,3 +158,23 @@ def _weights_here(entry: ZooEntry) -> bool:
         or (entry.offline and entry.offline.path())
         or (entry.torch_hub and entry.torch_hub.path())
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _trained_architecture(path: str, version: tuple[int, ...]) -> str | None:
+    """The ``training.architecture`` in a ``.keras`` file's imgrec metadata, or None.
+
+    ``version`` (size, modification time) is part of the cache key: a replaced file
+    is read again.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.getinfo(METADATA_MEMBER)
+            if member.file_size > _MAX_METADATA_BYTES:
+                return None
+            info = json.loads(archive.read(member))
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
+        return None
+    training = info.get("training") if isinstance(info, dict) else None
+    architecture = training.get("architecture") if isinstance(training, dict) else None
+    return architecture if isinstance(architecture, str) else None

@@ -8,6 +8,8 @@ import { msg, say } from "./i18n.js";
 
 export const DEMOS = [
   { name: "imagenet", path: "/", label: msg("menu.imagenet") },
+  { name: "draw", path: "/demos/draw", label: msg("menu.draw") },
+  { name: "acgan", path: "/demos/acgan", label: msg("menu.acgan") },
   {
     name: "super-resolution",
     path: "/demos/super-resolution",
