@@ -113,6 +113,7 @@ def test_an_upload_of_odd_size_grey_or_transparent(client):
         ({"model": "sharp.keras", "sample": "../../etc/passwd"}, None, 404, "unknown sample"),
         ({"model": "sharp.keras"}, {"file": ("x.png", b"not an image", "image/png")}, 422, "x.png"),
         ({"model": "sharp.keras"}, {"file": ("big.png", b"0" * 200_001, "image/png")}, 413, ""),
+        ({"model": "sharp.keras", "url": "http://127.0.0.1:9/x.png"}, None, 403, "127.0.0.1"),
         ({"model": "sharp.keras"}, None, 400, "exactly one image"),
         ({"sample": "coffee"}, None, 422, "model"),
     ],
