@@ -110,10 +110,8 @@ class ModelCatalog:
         the model: a demo finds its network (``mnist-cnn``, ``acgan``) among the folder's
         files; None if there is none.
         """
-        for entry in self._files():
-            if _trained_architecture(entry.source, entry.version) == architecture:
-                return entry
-        return None
+        found = self.files_of([architecture])
+        return found[0][0] if found else None
 
     def files_of(self, architectures: Collection[str]) -> list[tuple[CatalogEntry, str]]:
         """Every file (by name) whose imgrec metadata names one of ``architectures``.
