@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from imgrec.cli import classic, evaluate, explain, export, info, predict, serve, train
+from imgrec.cli import classic, evaluate, explain, export, generate, info, predict, serve, train
 from imgrec.cli.flags import COMMON
 from imgrec.cli.shell import Command
 from imgrec.core import quiet
@@ -43,6 +43,7 @@ COMMANDS: tuple[Command, ...] = (
     evaluate.COMPARE,
     classic.DETECT,
     export.EXPORT,
+    generate.GENERATE,
 )
 
 __all__ = ["COMMANDS", "TOUR", "build_parser", "main"]

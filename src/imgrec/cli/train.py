@@ -59,6 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
         )
     best = result["best_val_accuracy"]
     accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
+    if best is None and result["best_val_loss"] is not None:  # a VAE: no accuracy
+        accuracy = f" (validation loss {result['best_val_loss']:.4g})"
     print(
         f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; "
         f"best model: {result['model']}{accuracy}"
@@ -123,8 +125,9 @@ TRAIN = Command(
         flags.flag(
             "--arch",
             default="cifar-cnn",
-            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or a "
-            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...)",
+            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn), a "
+            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), or "
+            "conv-vae (the Keras.js demo's variational autoencoder, 2-D latent code)",
         ),
         flags.TRANSFER,
         flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),
