@@ -57,7 +57,12 @@ GENERATE = Command(
     flags=[
         flags.flag("model", metavar="MODEL.keras", help="a generative model imgrec trained"),
         flags.OUT.but(default="generated.png", help="the PNG to write (default generated.png)"),
-        flags.flag("--z", metavar="X,Y", help="the latent point to decode, e.g. 0.5,-0.2 (--z=-0.5,0.2 when it starts with a minus)"),
+        flags.flag(
+            "--z",
+            metavar="X,Y",
+            help="the latent point to decode, e.g. 0.5,-0.2 (write --z=-0.5,0.2 when it starts "
+            "with a minus)",
+        ),
         flags.flag(
             "--grid",
             type=flags.positive_int,

@@ -252,8 +252,7 @@ def _latent_points(model: keras.Model, z: Any) -> np.ndarray:
         raise ImgrecError(f"latent points must be numbers, got {z!r:.100}") from None
     if points.ndim != 2 or points.shape[1] != latent or not len(points):
         raise ImgrecError(
-            f"expected latent points of {latent} numbers each, got an array of shape "
-            f"{points.shape}"
+            f"expected latent points of {latent} numbers each, got an array of shape {points.shape}"
         )
     if len(points) > MAX_DECODINGS:
         raise ImgrecError(f"at most {MAX_DECODINGS} latent points at once, got {len(points)}")
@@ -322,10 +321,7 @@ def generate(
         loaded, name = load_model(model), str(model)
     check_conv_vae(loaded, name)
     point = parse_point(z) if isinstance(z, str) else z
-    if grid is not None:
-        pixels = latent_grid(loaded, grid, extent)
-    else:
-        pixels = decode(loaded, [point])[0]
+    pixels = latent_grid(loaded, grid, extent) if grid is not None else decode(loaded, [point])[0]
     path = write_png(pixels, out)
     return {
         "model": name,

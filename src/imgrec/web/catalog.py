@@ -13,12 +13,14 @@ it appears on the page's next load, and a file replaced on disk gets a new versi
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
+from imgrec.models.loading import stored_architecture
 from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
 from imgrec.models.zoo import ZooEntry, keras_cached_weights
 
@@ -91,6 +93,18 @@ class ModelCatalog:
         offered = ", ".join(entry.name for entry in self.entries()) or "none"
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
 
+    def with_architecture(self, architecture: str) -> list[CatalogEntry]:
+        """The folder's files whose training record names ``architecture``, by name.
+
+        How the demos find their model (``conv-vae`` for the VAE's page): the record is
+        read from each file's ``imgrec.json`` without Keras, once per file version.
+        """
+        return [
+            entry
+            for entry in self._files()
+            if _stored_architecture(entry.source, entry.version) == architecture
+        ]
+
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
             return []
@@ -112,6 +126,12 @@ class ModelCatalog:
                     )
                 )
         return sorted(files, key=lambda entry: entry.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_architecture(source: str, version: tuple[int, ...]) -> str | None:
+    # ``version`` (size, modification time) is part of the key: a replaced file is read again.
+    return stored_architecture(source)
 
 
 def _weights_here(entry: ZooEntry) -> bool:
