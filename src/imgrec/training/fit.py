@@ -82,10 +82,8 @@ def train(
 
     Args:
         dataset: a data set name or path (see ``imgrec datasets``), or a loaded one.
-        arch: one of the chapter's networks (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``,
-            ``vgg-bn``), a zoo network for transfer learning (``mobilenet_v2``), or
-            ``conv-vae``, the Keras.js demo's variational autoencoder
-            (``imgrec.training.vae``).
+        arch: a chapter network (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``, ``vgg-bn``), a
+            zoo network for transfer learning (``mobilenet_v2``), or ``conv-vae`` (a VAE).
         out: the best model (``.keras``; default ``model.keras``, on resume the run's
             own beside ``resume``); ``.last.keras``, ``.history.json``,
             ``.curves.png`` and ``.skipped.json`` go beside it.
