@@ -64,9 +64,10 @@ def tiny_digits(per_class: int = 24) -> Dataset:
     )
 
 
-def train_tiny_vae(out: Path, epochs: int = 2) -> dict:
+def train_tiny_vae(out: Path, epochs: int = 2, per_class: int = 24, batch_size: int = 32) -> dict:
     """A VAE trained for ``epochs`` on :func:`tiny_digits`, saved to ``out``."""
-    return train(tiny_digits(), arch="conv-vae", out=out, epochs=epochs, batch_size=32, verbose=0)
+    data = tiny_digits(per_class)
+    return train(data, arch="conv-vae", out=out, epochs=epochs, batch_size=batch_size, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,9 @@ import keras
 from test_vae import train_tiny_vae
 from imgrec.models import conv_vae
 from imgrec.models.loading import load_model
-result = train_tiny_vae(__import__("pathlib").Path({str(tmp_path / "jax.keras")!r}), epochs=1)
+# One batch of 80 images and one of 30 to validate: each step compiles once.
+out = __import__("pathlib").Path({str(tmp_path / "jax.keras")!r})
+result = train_tiny_vae(out, epochs=1, per_class=8, batch_size=80)
 model = load_model(result["model"])
 image = conv_vae.decode(model, [[0.5, -0.2]])
 print(json.dumps({{"backend": keras.backend.backend(), "loss": result["best_val_loss"],
