@@ -31,7 +31,7 @@ from imgrec.models.pretrained import load_pretrained
 METADATA_MEMBER = "imgrec.json"
 # The largest imgrec.json that stored_architecture reads (a training record with its
 # history and a VAE's latent sample is well under 1 MB).
-MAX_METADATA_BYTES = 16 << 20
+MAX_METADATA_BYTES = 4 << 20
 
 
 def load_model(
@@ -104,7 +104,8 @@ def stored_architecture(path: str | os.PathLike) -> str | None:
             info = archive.getinfo(METADATA_MEMBER)
             if info.file_size > MAX_METADATA_BYTES:
                 return None
-            config = json.loads(archive.read(info))
+            with archive.open(info) as member:  # a header may understate the size
+                config = json.loads(member.read(MAX_METADATA_BYTES + 1))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
         return None
     training = config.get("training") if isinstance(config, dict) else None

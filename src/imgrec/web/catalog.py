@@ -9,12 +9,16 @@ listing.
 
 The folder is listed again on every lookup (one ``scandir``), so a model copied into
 it appears on the page's next load, and a file replaced on disk gets a new version.
+
+A demo finds its model by the architecture imgrec recorded when it trained the file
+(``find_architecture``): that is read from the file's ``imgrec.json`` member alone,
+without loading the model, once per file version.
 """
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +73,8 @@ class ModelCatalog:
         self._zoo = tuple(
             CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in zoo if _weights_here(e.zoo)
         )
+        self._architectures: dict[CatalogEntry, str | None] = {}
+        self._architectures_lock = threading.Lock()
 
     def entries(self) -> list[CatalogEntry]:
         """Every model on offer: zoo networks in the zoo's order, then files by name."""
@@ -93,17 +99,27 @@ class ModelCatalog:
         offered = ", ".join(entry.name for entry in self.entries()) or "none"
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
 
-    def with_architecture(self, architecture: str) -> list[CatalogEntry]:
-        """The folder's files whose training record names ``architecture``, by name.
+    def find_architecture(self, architecture: str) -> CatalogEntry | None:
+        """The first file, by name, that imgrec trained as ``architecture``; None if none.
 
-        How the demos find their model (``conv-vae`` for the VAE's page): the record is
-        read from each file's ``imgrec.json`` without Keras, once per file version.
+        Args:
+            architecture: a chapter network's name (``"mnist-cnn"``), as ``imgrec
+                train --arch`` records it in the file's metadata.
         """
-        return [
-            entry
-            for entry in self._files()
-            if _stored_architecture(entry.source, entry.version) == architecture
-        ]
+        for entry in self._files():
+            if self._architecture(entry) == architecture:
+                return entry
+        return None
+
+    def with_architecture(self, architecture: str) -> list[CatalogEntry]:
+        """Every file, by name, that imgrec trained as ``architecture`` (``"conv-vae"``)."""
+        return [entry for entry in self._files() if self._architecture(entry) == architecture]
+
+    def _architecture(self, entry: CatalogEntry) -> str | None:
+        with self._architectures_lock:
+            if entry not in self._architectures:
+                self._architectures[entry] = stored_architecture(entry.source)
+            return self._architectures[entry]
 
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
@@ -126,12 +142,6 @@ class ModelCatalog:
                     )
                 )
         return sorted(files, key=lambda entry: entry.name)
-
-
-@functools.lru_cache(maxsize=256)
-def _stored_architecture(source: str, version: tuple[int, ...]) -> str | None:
-    # ``version`` (size, modification time) is part of the key: a replaced file is read again.
-    return stored_architecture(source)
 
 
 def _weights_here(entry: ZooEntry) -> bool:

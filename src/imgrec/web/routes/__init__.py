@@ -4,6 +4,7 @@
 - ``models``: the networks on offer, their ONNX exports, in-browser inference;
 - ``files``: files served from fixed listings (onnxruntime-web, the sample photos);
 - ``inference``: what networks say about photos (classes, CAM, layers, feature maps);
+- ``digits``: the "Draw a digit" demo's network;
 - ``vae``: the VAE demo's latent plane, decoded on the server.
 
 ``/static`` (the page's CSS and JavaScript) and the API documentation pages are
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imgrec.web.routes import files, inference, models, pages, vae
+from imgrec.web.routes import digits, files, inference, models, pages, vae
 
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
     models.router,
     files.router,
     inference.router,
+    digits.router,
     vae.router,
 )
