@@ -211,9 +211,11 @@ def test_cli_generate(trained, tmp_path, capsys):
     assert Image.open(tmp_path / "g.png").size == (420, 420)
     assert main(["generate", model, "--z=-1,1", "--out", str(tmp_path / "n.png"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["z"] == [-1.0, 1.0]
+    assert main(["generate", model, "--z", "0,0", "--class", "7"]) == 1
+    assert "a conv-vae model takes no --class" in capsys.readouterr().err
     (tmp_path / "other.keras").write_bytes(b"not a model")
     assert main(["generate", str(tmp_path / "other.keras"), "--z", "0,0"]) == 1
-    assert "not a generative model" in capsys.readouterr().err
+    assert "--z: only for conv-vae models, and " in capsys.readouterr().err
 
 
 # ---- the web API -------------------------------------------------------------------------

@@ -43,7 +43,7 @@ COMMANDS: tuple[Command, ...] = (
     evaluate.COMPARE,
     classic.DETECT,
     export.EXPORT,
-    generate.GENERATE,
+    generate.COMMAND,
 )
 
 __all__ = ["COMMANDS", "TOUR", "build_parser", "main"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from imgrec.cli import flags
 from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
@@ -10,9 +11,22 @@ from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-K accuracy, macro F1 and the per-class table."""
+    from imgrec.core.errors import ImgrecError
     from imgrec.evaluation.report import evaluate
 
-    result = evaluate(**api_arguments(args, rename={"top": "top_k"}))
+    if args.classifier is not None:
+        return run_agreement(args)
+    if args.dataset is None:  # a usage error, as when DATASET was a required argument
+        print(
+            "imgrec evaluate: error: the following arguments are required: dataset "
+            "(or --classifier, when MODEL is a generator)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.seed is not None:
+        raise ImgrecError("--seed seeds the noise of --classifier; without it, it has no use")
+    leave_out = ("classifier", "per_class", "seed")
+    result = evaluate(**api_arguments(args, rename={"top": "top_k"}, leave_out=leave_out))
     if args.json:
         return print_json(result)
     print(f"{result['images']} images ({result['split']} split)")
@@ -28,6 +42,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if args.report:
         print(f"\nreport: {args.report}")
+    return 0
+
+
+def run_agreement(args: argparse.Namespace) -> int:
+    """A generator and ``--classifier``: print how often the classifier names the class asked."""
+    from imgrec.core.errors import ImgrecError
+    from imgrec.evaluation.agreement import agreement_table, generator_agreement
+
+    if args.dataset is not None or args.report is not None:
+        raise ImgrecError(
+            "evaluate --classifier measures a generator: it takes no DATASET and no --report"
+        )
+    result = generator_agreement(
+        args.model, args.classifier, per_class=args.per_class, seed=args.seed or 0,
+        runtime=args.runtime,
+    )  # fmt: skip
+    if args.json:
+        return print_json(result)
+    print(
+        f"{result['images']} generated images; the classifier named the class asked for "
+        f"{result['agreement']:.1%} of them\n"
+    )
+    print(agreement_table(result))
     return 0
 
 
@@ -48,10 +85,25 @@ EVALUATE = Command(
     help="accuracy, per-class metrics, confusion matrix and mistakes of a model",
     flags=[
         flags.MODEL.but(help=None),
-        flags.DATASET.but(help=None),
+        flags.DATASET.but(nargs="?", help="the data set (not with --classifier)"),
         flags.flag("--report", metavar="DIR", help="write metrics.json and PNGs here"),
         flags.TOP,
         flags.RUNTIME,
+        flags.flag(
+            "--classifier",
+            metavar="MODEL",
+            help="MODEL is a generator (imgrec train mnist --arch acgan): generate digits of "
+            "every class and count how often this trained classifier (mnist-cnn) names "
+            "the class asked for",
+        ),
+        flags.flag(
+            "--per-class",
+            type=flags.positive_int,
+            default=100,
+            metavar="N",
+            help="with --classifier: images generated per class (100)",
+        ),
+        flags.SEED.but(help="with --classifier: seeds the noise (default 0)"),
     ],
     run=run_evaluate,
 )

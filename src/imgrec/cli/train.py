@@ -6,7 +6,7 @@ import argparse
 import shlex
 
 from imgrec.cli import flags
-from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
+from imgrec.cli.shell import SHELL_ONLY, Command, api_arguments, print_json, progress_level
 
 # The options a resumed run does not read from its .keras file, with the value that
 # needs no repeating: the resume hint repeats those the interrupted run was given. (The
@@ -23,9 +23,18 @@ RESUME_OPTIONS = {
 }
 
 
+# The generative network ``--arch`` also takes (imgrec.models.acgan.ARCHITECTURE): it has
+# a training run of its own, and only these of train's options apply to it.
+ACGAN_ARCH = "acgan"
+ACGAN_OPTIONS = ("dataset", "out", "epochs", "batch_size", "lr", "seed", "limit_per_class")
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train, then print the skipped files, the stages, the result and the paths."""
     from imgrec.training.fit import train
+
+    if args.arch == ACGAN_ARCH:
+        return run_train_acgan(args)
 
     result = train(**api_arguments(args, verbose=progress_level(args)))
     if args.json:
@@ -73,6 +82,34 @@ def run_train(args: argparse.Namespace) -> int:
             f"{'es' if distribution['processes'] > 1 else ''}); left out to split evenly: "
             f"{left_out['train']} training, {left_out['val']} validation images"
         )
+    return 0
+
+
+def run_train_acgan(args: argparse.Namespace) -> int:
+    """``--arch acgan``: train the AC-GAN, then print the epochs, the time and the files."""
+    from imgrec.core.errors import ImgrecError
+    from imgrec.training.acgan import train_acgan
+
+    ignored = {"arch", "patience", *ACGAN_OPTIONS, *SHELL_ONLY}
+    given = [dest for dest, value in vars(args).items() if dest not in ignored and value]
+    if given:
+        options = ", ".join("--" + dest.replace("_", "-") for dest in given)
+        raise ImgrecError(f"{options}: not an option of --arch {ACGAN_ARCH}")
+    kwargs = {dest: getattr(args, dest) for dest in ACGAN_OPTIONS}
+    result = train_acgan(**kwargs | {"out": args.out or "gan.keras"}, verbose=progress_level(args))
+    if args.json:
+        return print_json(result)
+    for skipped in result["skipped"]:
+        print(f"skipped {skipped['path']}: {skipped['reason']}")
+    if result["model"] is None:
+        print("interrupted before the first epoch finished: nothing saved")
+        return 0
+    stopped = " (interrupted)" if result["interrupted"] else ""
+    print(
+        f"{result['epochs_done']} of {result['epochs_asked']} epochs in "
+        f"{result['seconds']:.0f} s{stopped}; generator: {result['model']}"
+    )
+    print(f"history: {result['history']}\nsamples: {result['samples']}")
     return 0
 
 
@@ -126,8 +163,9 @@ TRAIN = Command(
             "--arch",
             default="cifar-cnn",
             help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn), a "
-            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), or "
-            "conv-vae (the Keras.js demo's variational autoencoder, 2-D latent code)",
+            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), "
+            "acgan: the AC-GAN of digits, or conv-vae: the VAE with a 2-D latent code "
+            "(imgrec generate draws from both)",
         ),
         flags.TRANSFER,
         flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),

@@ -26,7 +26,11 @@ Routes:
     GET  /api/colormaps         the colours the page paints a heatmap with
     GET  /api/layers            a model's layers and their output shapes
     POST /api/activations       one layer's feature maps for a photo
-    GET  /api/vae[/decode, /grid.png]  the VAE demo: its model, a decoded point, a grid
+    GET  /api/acgan             the AC-GAN demo's generator (``routes.acgan``)
+    POST /api/acgan/generate    a digit of a class, from the page's noise
+    GET  /api/vae               the VAE demo's model (``routes.vae``)
+    GET  /api/vae/decode        a point of its latent plane, decoded, with each layer
+    GET  /api/vae/grid.png      decodings over the plane
 
 The routes live in ``imgrec.web.routes``, one module per concern (pages, models,
 files, inference); what they take (settings, the image of a request) in
@@ -63,6 +67,7 @@ from imgrec.web.inputs import ImageSource, ServerSettings
 from imgrec.web.limits import BodyReadTimeout, BodySizeLimit, DecodeBudget, Slots
 from imgrec.web.model_cache import ModelCache
 from imgrec.web.routes import ROUTERS
+from imgrec.web.routes import acgan as acgan_routes
 from imgrec.web.routes.inference import DEFAULT_COLORMAP
 from imgrec.web.routes.pages import static_dir
 
@@ -166,6 +171,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(acgan_routes.router)
     return app
 
 

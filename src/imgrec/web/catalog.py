@@ -17,8 +17,8 @@ without loading the model, once per file version.
 
 from __future__ import annotations
 
+import functools
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +73,6 @@ class ModelCatalog:
         self._zoo = tuple(
             CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in zoo if _weights_here(e.zoo)
         )
-        self._architectures: dict[CatalogEntry, str | None] = {}
-        self._architectures_lock = threading.Lock()
 
     def entries(self) -> list[CatalogEntry]:
         """Every model on offer: zoo networks in the zoo's order, then files by name."""
@@ -100,26 +98,24 @@ class ModelCatalog:
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
 
     def find_architecture(self, architecture: str) -> CatalogEntry | None:
-        """The first file, by name, that imgrec trained as ``architecture``; None if none.
+        """The first file (by name) whose imgrec metadata says it trained as ``architecture``.
 
-        Args:
-            architecture: a chapter network's name (``"mnist-cnn"``), as ``imgrec
-                train --arch`` records it in the file's metadata.
+        Only the file's small metadata member is read (once per file version), never
+        the model: a demo finds its network (``mnist-cnn``, ``acgan``) among the folder's
+        files; None if there is none.
         """
         for entry in self._files():
-            if self._architecture(entry) == architecture:
+            if _trained_architecture(entry.source, entry.version) == architecture:
                 return entry
         return None
 
     def with_architecture(self, architecture: str) -> list[CatalogEntry]:
         """Every file, by name, that imgrec trained as ``architecture`` (``"conv-vae"``)."""
-        return [entry for entry in self._files() if self._architecture(entry) == architecture]
-
-    def _architecture(self, entry: CatalogEntry) -> str | None:
-        with self._architectures_lock:
-            if entry not in self._architectures:
-                self._architectures[entry] = stored_architecture(entry.source)
-            return self._architectures[entry]
+        return [
+            entry
+            for entry in self._files()
+            if _trained_architecture(entry.source, entry.version) == architecture
+        ]
 
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
@@ -150,3 +146,14 @@ def _weights_here(entry: ZooEntry) -> bool:
         or (entry.offline and entry.offline.path())
         or (entry.torch_hub and entry.torch_hub.path())
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _trained_architecture(path: str, version: tuple[int, ...]) -> str | None:
+    """The ``training.architecture`` in a ``.keras`` file's imgrec metadata, or None
+    (``imgrec.models.loading.stored_architecture``, which ``imgrec generate`` reads too).
+
+    ``version`` (size, modification time) is part of the cache key: a replaced file
+    is read again.
+    """
+    return stored_architecture(path)

@@ -10,6 +10,7 @@ export const DEMOS = [
   { name: "imagenet", path: "/", label: msg("menu.imagenet") },
   { name: "draw", path: "/demos/draw", label: msg("menu.draw") },
   { name: "vae", path: "/demos/vae", label: msg("menu.vae") },
+  { name: "acgan", path: "/demos/acgan", label: msg("menu.acgan") },
 ];
 
 // The demo this address shows: "/" is ImageNet recognition, "/demos/NAME" is NAME.
