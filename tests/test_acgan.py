@@ -24,7 +24,7 @@ from imgrec.models.loading import load_keras_file, save_model
 from imgrec.models.metadata import ModelInfo, attach_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.training.acgan import ACGANTrainer
-from imgrec.web.catalog import ModelCatalog
+from imgrec.web.catalog import ModelCatalog, UnknownModelError
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -238,3 +238,8 @@ def test_the_catalog_finds_the_generator_by_its_architecture(trained, tmp_path):
     assert catalog.find_architecture("acgan").name == "tiny-gan.keras"
     assert catalog.find_architecture("vae") is None
     assert ModelCatalog(tmp_path).find_architecture("acgan") is None
+    # The recognition page offers classifiers only: the generator is the AC-GAN demo's.
+    files = [entry.name for entry in catalog.entries() if entry.kind == "file"]
+    assert "tiny-gan.keras" not in files and files
+    with pytest.raises(UnknownModelError):
+        catalog.find("tiny-gan.keras")

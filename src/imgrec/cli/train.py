@@ -70,6 +70,8 @@ def run_train(args: argparse.Namespace) -> int:
         )
     best = result["best_val_accuracy"]
     accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
+    if best is None and result["best_val_loss"] is not None:  # a VAE: no accuracy
+        accuracy = f" (validation loss {result['best_val_loss']:.4g})"
     print(
         f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; "
         f"best model: {result['model']}{accuracy}"
@@ -164,8 +166,9 @@ TRAIN = Command(
             default="cifar-cnn",
             help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn), a "
             "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), "
-            "acgan: the AC-GAN of digits (imgrec generate draws from it), or a 2x "
-            "super-resolution network (sr-cnn, sr-resnet) trained on a folder of photos",
+            "acgan: the AC-GAN of digits, conv-vae: the VAE with a 2-D latent code (imgrec "
+            "generate draws from both), or a 2x super-resolution network (sr-cnn, sr-resnet) "
+            "trained on a folder of photos",
         ),
         flags.TRANSFER,
         flags.flag("--freeze", type=int, metavar="N", help="finetune: keep N layers frozen"),

@@ -29,6 +29,9 @@ from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_pretrained
 
 METADATA_MEMBER = "imgrec.json"
+# The largest imgrec.json that stored_architecture reads (a training record with its
+# history and a VAE's latent sample is well under 1 MB).
+MAX_METADATA_BYTES = 4 << 20
 
 
 def load_model(
@@ -87,6 +90,27 @@ def source_file(model: keras.Model) -> str | None:
     """The ``.keras`` file ``model`` was loaded from by imgrec, or None (built in Python,
     a zoo network)."""
     return getattr(model, "_imgrec_source_file", None)
+
+
+def stored_architecture(path: str | os.PathLike) -> str | None:
+    """The architecture named by a ``.keras`` file's training record, read without Keras.
+
+    Returns:
+        The record's ``architecture`` (``"conv-vae"``, ``"cifar-cnn"``...), or None for a
+        file that is not a zip, has no imgrec metadata, or was not trained by imgrec.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(METADATA_MEMBER)
+            if info.file_size > MAX_METADATA_BYTES:
+                return None
+            with archive.open(info) as member:  # a header may understate the size
+                config = json.loads(member.read(MAX_METADATA_BYTES + 1))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return None
+    training = config.get("training") if isinstance(config, dict) else None
+    architecture = training.get("architecture") if isinstance(training, dict) else None
+    return architecture if isinstance(architecture, str) else None
 
 
 def _read_info(path: Path, model: keras.Model) -> ModelInfo:

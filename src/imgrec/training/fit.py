@@ -35,6 +35,7 @@ import keras
 
 from imgrec.core.errors import ImgrecError
 from imgrec.datasets import Dataset
+from imgrec.models.conv_vae import is_conv_vae
 from imgrec.models.registry import ZOO_KIND, get_model_entry, is_model
 from imgrec.training.chapter_run import train_chapter_network
 from imgrec.training.checkpoints import RunFiles
@@ -44,6 +45,7 @@ from imgrec.training.loop import FitOptions
 from imgrec.training.record import DEFAULT_BATCH_SIZE, DEFAULT_VAL_SPLIT, SplitSettings
 from imgrec.training.resume import resume_training
 from imgrec.training.transfer import train_transfer
+from imgrec.training.vae import refuse_resume, train_conv_vae
 
 # Epochs for transfer learning when --epochs is not given.
 TRANSFER_EPOCHS = 10
@@ -80,8 +82,8 @@ def train(
 
     Args:
         dataset: a data set name or path (see ``imgrec datasets``), or a loaded one.
-        arch: one of the chapter's networks (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``,
-            ``vgg-bn``) or a zoo network for transfer learning (``mobilenet_v2``).
+        arch: a chapter network (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``, ``vgg-bn``), a
+            zoo network for transfer learning (``mobilenet_v2``), or ``conv-vae`` (a VAE).
         out: the best model (``.keras``; default ``model.keras``, on resume the run's
             own beside ``resume``); ``.last.keras``, ``.history.json``,
             ``.curves.png`` and ``.skipped.json`` go beside it.
@@ -161,12 +163,20 @@ def _dispatch(
 ) -> dict[str, Any]:
     """Hand the run over to resume, transfer learning or a chapter network's recipe."""
     if resume is not None:
+        refuse_resume(resume)
         split = {"val_split": val_split, "seed": seed, "limit_per_class": limit_per_class}
         return resume_training(
             dataset, resume, options=options, out=out, epochs=epochs, batch_size=batch_size,
             split=split,
         )  # fmt: skip
     files, split = _start_new_run(out, val_split, seed, limit_per_class)
+    if is_conv_vae(arch):
+        unused = {"--augment": augment, "--transfer": transfer, "--freeze": freeze,
+                  "--unfreeze-from": unfreeze_from}  # fmt: skip
+        return train_conv_vae(
+            dataset, files=files, split=split, options=options, epochs=epochs,
+            batch_size=batch_size, lr=lr, image_size=image_size, unused=unused,
+        )  # fmt: skip
     if is_transfer_architecture(arch):
         return _train_transfer(
             dataset, arch, files, split, options, transfer=transfer, epochs=epochs, lr=lr,

@@ -28,6 +28,9 @@ Routes:
     POST /api/activations       one layer's feature maps for a photo
     GET  /api/acgan             the AC-GAN demo's generator (``routes.acgan``)
     POST /api/acgan/generate    a digit of a class, from the page's noise
+    GET  /api/vae               the VAE demo's model (``routes.vae``)
+    GET  /api/vae/decode        a point of its latent plane, decoded, with each layer
+    GET  /api/vae/grid.png      decodings over the plane
 
 The routes live in ``imgrec.web.routes``, one module per concern (pages, models,
 files, inference); what they take (settings, the image of a request) in

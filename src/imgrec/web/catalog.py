@@ -18,21 +18,20 @@ without loading the model, once per file version.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import zipfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
-from imgrec.models.loading import METADATA_MEMBER
-from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
+from imgrec.models import acgan, conv_vae
+from imgrec.models.loading import stored_architecture
+from imgrec.models.registry import SR_KIND, ZOO_KIND, get_model_entry, list_models
 from imgrec.models.zoo import ZooEntry, keras_cached_weights
 
-# Larger than any training record, small enough to read at once.
-_MAX_METADATA_BYTES = 4 << 20
+# What imgrec trains that is not a classifier: the recognition page does not offer these.
+NOT_CLASSIFIERS = frozenset({acgan.ARCHITECTURE, conv_vae.ARCHITECTURE, *list_models(SR_KIND)})
 
 
 class UnknownModelError(ModelError):
@@ -81,8 +80,14 @@ class ModelCatalog:
         )
 
     def entries(self) -> list[CatalogEntry]:
-        """Every model on offer: zoo networks in the zoo's order, then files by name."""
-        return [*self._zoo, *self._files()]
+        """Every classifier on offer: zoo networks in the zoo's order, then files by name.
+
+        Files imgrec trained as something else (a generator, a super-resolution network:
+        :data:`NOT_CLASSIFIERS`) are left out; each is its own demo's, found with
+        :meth:`files_of`.
+        """
+        others = {entry for entry, _ in self.files_of(NOT_CLASSIFIERS)}
+        return [*self._zoo, *(entry for entry in self._files() if entry not in others)]
 
     def default(self) -> str | None:
         """The name the page selects first: the zoo's default when offered, else the first."""
@@ -127,6 +132,10 @@ class ModelCatalog:
                 found.append((entry, architecture))
         return found
 
+    def with_architecture(self, architecture: str) -> list[CatalogEntry]:
+        """Every file, by name, that imgrec trained as ``architecture`` (``"conv-vae"``)."""
+        return [entry for entry, _ in self.files_of([architecture])]
+
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
             return []
@@ -160,19 +169,10 @@ def _weights_here(entry: ZooEntry) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _trained_architecture(path: str, version: tuple[int, ...]) -> str | None:
-    """The ``training.architecture`` in a ``.keras`` file's imgrec metadata, or None.
+    """The ``training.architecture`` in a ``.keras`` file's imgrec metadata, or None
+    (``imgrec.models.loading.stored_architecture``, which ``imgrec generate`` reads too).
 
     ``version`` (size, modification time) is part of the cache key: a replaced file
     is read again.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            member = archive.getinfo(METADATA_MEMBER)
-            if member.file_size > _MAX_METADATA_BYTES:
-                return None
-            info = json.loads(archive.read(member))
-    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
-        return None
-    training = info.get("training") if isinstance(info, dict) else None
-    architecture = training.get("architecture") if isinstance(training, dict) else None
-    return architecture if isinstance(architecture, str) else None
+    return stored_architecture(path)

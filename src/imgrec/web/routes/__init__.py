@@ -4,7 +4,8 @@
 - ``models``: the networks on offer, their ONNX exports, in-browser inference;
 - ``files``: files served from fixed listings (onnxruntime-web, the sample photos);
 - ``inference``: what networks say about photos (classes, CAM, layers, feature maps);
-- ``digits``: the "Draw a digit" demo's network.
+- ``digits``: the "Draw a digit" demo's network;
+- ``vae``: the VAE demo's latent plane, decoded on the server.
 
 ``/static`` (the page's CSS and JavaScript) and the API documentation pages are
 mounted by ``imgrec.web.app.create_app``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imgrec.web.routes import digits, files, inference, models, pages
+from imgrec.web.routes import digits, files, inference, models, pages, vae
 
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
@@ -22,4 +23,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     files.router,
     inference.router,
     digits.router,
+    vae.router,
 )

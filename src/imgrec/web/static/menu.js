@@ -9,6 +9,7 @@ import { msg, say } from "./i18n.js";
 export const DEMOS = [
   { name: "imagenet", path: "/", label: msg("menu.imagenet") },
   { name: "draw", path: "/demos/draw", label: msg("menu.draw") },
+  { name: "vae", path: "/demos/vae", label: msg("menu.vae") },
   { name: "acgan", path: "/demos/acgan", label: msg("menu.acgan") },
   {
     name: "super-resolution",
