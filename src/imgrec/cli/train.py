@@ -70,8 +70,9 @@ def run_train(args: argparse.Namespace) -> int:
         )
     best = result["best_val_accuracy"]
     accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
-    if best is None and result["best_val_loss"] is not None:  # a VAE: no accuracy
-        accuracy = f" (validation loss {result['best_val_loss']:.4g})"
+    best_loss = result.get("best_val_loss")
+    if best is None and best_loss is not None:  # a VAE: no accuracy
+        accuracy = f" (validation loss {best_loss:.4g})"
     print(
         f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; "
         f"best model: {result['model']}{accuracy}"
