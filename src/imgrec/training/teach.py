@@ -336,8 +336,8 @@ class TeachRun:
     model_name: str = "teach"
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def train(self, resume: tuple[int, list[dict[str, Any]]] | None = None) -> TeachResult:
-        """Train the new layer; from a checkpoint's epoch with ``resume`` (epoch, history).
+    def train(self, resume: Sequence[dict[str, Any]] | None = None) -> TeachResult:
+        """Train the new layer; with ``resume`` (the history so far), from the checkpoint.
 
         Raises:
             TeachError: fewer than two classes have samples.
@@ -353,8 +353,8 @@ class TeachRun:
         head = SoftmaxHead(x.shape[1], len(self.class_names), self.options.seed)
         initial = 0
         if resume is not None and self.checkpoint is not None and self.checkpoint.is_file():
-            initial, self.history = resume[0], list(resume[1])[: resume[0]]
-            head.load(self.checkpoint)
+            initial = head.load(self.checkpoint)
+            self.history = list(resume)[:initial]
         rng = np.random.default_rng([self.options.seed, initial])
         for epoch in range(initial, self.options.epochs):
             head.epoch(x, y, self.options.batch_size, self.options.learning_rate, rng)
@@ -362,7 +362,7 @@ class TeachRun:
             entry |= head.scores(test_x, test_y, "val_")
             self.history.append(entry)
             if self.checkpoint is not None:
-                head.save(self.checkpoint)
+                head.save(self.checkpoint, epoch + 1)
             if self.on_epoch is not None and self.on_epoch(entry):
                 break
         metrics = evaluate_held_out(head.probabilities(test_x), test, test_y, self.class_names)
@@ -530,18 +530,20 @@ class SoftmaxHead:
             f"{prefix}accuracy": float(np.mean(p.argmax(axis=1) == y)),
         }
 
-    def save(self, path: Path) -> None:
-        """Weights, Adam's moments and step count, atomically (``.npz``)."""
+    def save(self, path: Path, epoch: int) -> None:
+        """Weights, Adam's moments and steps, and the epochs done, atomically (``.npz``)."""
         with atomic_path(path) as tmp:
-            np.savez(tmp, self.kernel, self.bias, *self._moments, np.asarray(self._steps))
+            steps = np.asarray([self._steps, epoch])
+            np.savez(tmp, self.kernel, self.bias, *self._moments, steps)
 
-    def load(self, path: Path) -> None:
-        """What ``save`` wrote."""
+    def load(self, path: Path) -> int:
+        """What ``save`` wrote; returns the epochs done."""
         with np.load(path, allow_pickle=False) as saved:
             arrays = [saved[f"arr_{i}"] for i in range(7)]
         self.kernel, self.bias = arrays[0], arrays[1]
         self._moments = arrays[2:6]
-        self._steps = int(arrays[6])
+        self._steps, epoch = (int(v) for v in arrays[6])
+        return epoch
 
 
 def save_taught_model(model: keras.Model, path: Path) -> Path:
