@@ -18,6 +18,7 @@ from PIL import Image
 from imgrec.core.storage import atomic_path
 from imgrec.datasets.folders import read_folder
 from imgrec.web.app import create_app
+from imgrec.web.teach.service import TeachConfig
 from imgrec.web.teach.store import Quota, check_class_name
 
 
@@ -39,7 +40,8 @@ QUOTA = Quota(max_projects=3, max_samples=6, max_bytes=200_000, max_classes=3)
 
 @pytest.fixture()
 def teach(tmp_path):
-    app = create_app(projects_dir=tmp_path / "projects", project_quota=QUOTA, teach_workers=False)
+    config = TeachConfig(projects_dir=tmp_path / "projects", quota=QUOTA, workers=False)
+    app = create_app(teach=config)
     with TestClient(app) as client:
         yield client, tmp_path / "projects"
 
@@ -177,7 +179,7 @@ def test_half_written_samples_are_never_listed_and_swept_on_start(teach, tmp_pat
     # atomic_path cleans up after an exception; a kill -9 would leave the file: make one.
     leftover.write_bytes(_png(2)[:100])
     assert client.get(f"/api/projects/{project}").json()["samples"] == 1
-    restarted = create_app(projects_dir=root, teach_workers=False)
+    restarted = create_app(teach=TeachConfig(projects_dir=root, workers=False))
     assert restarted.state.teach.store.root == root  # the store starts on first use
     assert not leftover.exists()
 
