@@ -236,3 +236,19 @@ def test_a_run_can_be_cancelled_resumed_and_followed(teach):
     assert resumed.status_code == 202 and resumed.json()["id"] == run["id"]
     assert resumed.json()["resumed"] == 1
     assert client.post(f"/api/projects/{project}/train/cancel").json()["state"] == "cancelled"
+
+
+def test_a_class_folder_copied_into_the_projects_folder_is_a_project(teach):
+    client, root = teach
+    for class_name, seed in (("cat", 1), ("dog", 2), ("dog", 3)):
+        (root / "pets" / class_name).mkdir(parents=True, exist_ok=True)
+        (root / "pets" / class_name / f"photo {seed}.png").write_bytes(_png(seed))
+    listed = client.get("/api/projects").json()["projects"]
+    assert [(p["id"], p["name"], p["classes"], p["samples"]) for p in listed] == [
+        ("pets", "pets", 2, 3)
+    ]
+    samples = client.get("/api/projects/pets/classes/dog/samples").json()["samples"]
+    assert len(samples) == 2 and all(s["id"].startswith("f-") for s in samples)
+    assert client.get(samples[0]["url"]).status_code == 200
+    assert client.delete(samples[0]["url"]).json()["samples"] == 2
+    assert len(list((root / "pets" / "dog").iterdir())) == 1
