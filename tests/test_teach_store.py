@@ -252,3 +252,17 @@ def test_a_class_folder_copied_into_the_projects_folder_is_a_project(teach):
     assert client.get(samples[0]["url"]).status_code == 200
     assert client.delete(samples[0]["url"]).json()["samples"] == 2
     assert len(list((root / "pets" / "dog").iterdir())) == 1
+
+
+def test_a_project_starts_from_a_model_file_with_its_classes(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    with zipfile.ZipFile(models / "pets.keras", "w") as archive:  # only its metadata is read
+        archive.writestr("imgrec.json", '{"class_names": ["cat", "dog", "고양이"]}')
+    config = TeachConfig(projects_dir=tmp_path / "projects", workers=False)
+    with TestClient(create_app(models, teach=config)) as client:
+        made = client.post("/api/projects", json={"name": "pets again", "from_model": "pets.keras"})
+        assert made.status_code == 201, made.text
+        assert [c["name"] for c in made.json()["classes"]] == ["cat", "dog", "고양이"]
+        unknown = client.post("/api/projects", json={"name": "x", "from_model": "../pets.keras"})
+        assert unknown.status_code == 404
