@@ -8,6 +8,8 @@ Training, kills and restarts are in ``test_teach_api.py`` against a real server.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -18,8 +20,9 @@ from PIL import Image
 from imgrec.core.storage import atomic_path
 from imgrec.datasets.folders import read_folder
 from imgrec.web.app import create_app
+from imgrec.web.teach.runs import RunManager, _Child
 from imgrec.web.teach.service import TeachConfig
-from imgrec.web.teach.store import Quota, check_class_name
+from imgrec.web.teach.store import ProjectStore, Quota, check_class_name, write_json
 
 
 def _png(seed: int, size: int = 48) -> bytes:
@@ -266,3 +269,29 @@ def test_a_project_starts_from_a_model_file_with_its_classes(tmp_path):
         assert [c["name"] for c in made.json()["classes"]] == ["cat", "dog", "고양이"]
         unknown = client.post("/api/projects", json={"name": "x", "from_model": "../pets.keras"})
         assert unknown.status_code == 404
+
+
+def test_a_child_still_exiting_after_its_run_ended_blocks_nothing(tmp_path):
+    """Train again right after a run's end: the old child may still be exiting; the new
+    run starts, and the old child's end does not mark the new run interrupted."""
+    store = ProjectStore(tmp_path)
+    project = store.create("again", classes=["a", "b"])
+    project.add_samples("a", [(_png(1), ".png")])
+    project.add_samples("b", [(_png(2), ".png")])
+    done = {"id": "r-000000000000", "state": "done"}
+    write_json(project.run_dir("r-000000000000") / "run.json", done)
+    write_json(project.meta_dir / "latest_run.json", {"run": "r-000000000000"})
+    manager = RunManager(prewarm=False)
+    exiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    old = _Child(exiting, None, None, run=(project, "r-000000000000"))
+    manager._running[str(project.path)] = old
+    try:
+        run = manager.start(project, {"epochs": 1})
+        assert run["state"] == "queued" and run["id"] != "r-000000000000"
+        exiting.kill()
+        manager._watch(old)
+        assert manager.current(project)["state"] == "queued"
+    finally:
+        exiting.kill()
+        manager.forget(project)
+    assert manager.current(project)["state"] == "cancelled"

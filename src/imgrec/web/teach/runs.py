@@ -142,7 +142,7 @@ class RunManager:
                         f"project {project.id}: a classifier needs samples in at least two classes"
                     )
                 run = _new_run(checked.to_json())
-            if len(self._running) >= self.max_runs:
+            if self._training() >= self.max_runs:
                 raise ServerBusyError(
                     f"the server trains {self.max_runs} run(s) at once; try again when one ends"
                 )
@@ -161,6 +161,18 @@ class RunManager:
                 pass  # it died already: the watcher reports the run interrupted
         threading.Thread(target=self._watch, args=(child,), daemon=True).start()
         return run
+
+    def _training(self) -> int:
+        """Children still training: alive, and their run still active on disk (a child
+        that wrote its run's end is only exiting)."""
+        count = 0
+        for child in self._running.values():
+            if child.process.poll() is not None or child.run is None:
+                continue
+            project, run_id = child.run
+            run = read_json(project.run_dir(run_id) / "run.json") or {}
+            count += run.get("state") in ACTIVE_STATES
+        return count
 
     def _take_spare(self, backbone: str, size: int) -> _Child:
         spare, self._spare = self._spare, None
@@ -227,8 +239,15 @@ class RunManager:
         run = read_json(path)
         if run is None:
             return None
+        if ended is not None and (ended.run is None or ended.run[1] != run_id):
+            return run  # a child that ended after a newer run of its project started
         child = ended or self._running.get(str(project.path))
-        alive = child is not None and child.process.poll() is None
+        alive = (
+            child is not None
+            and child.process.poll() is None
+            and child.run is not None
+            and child.run[1] == run_id
+        )
         if run.get("state") in ACTIVE_STATES and not alive:
             if child is not None and child.cancelled:
                 run = _end(run, "cancelled", "cancelled by a request")
