@@ -9,8 +9,9 @@ standard input and its parent); the next server finds the run "active" on disk w
 no child of its own and reports it ``interrupted``, resumable from its last epoch.
 
 To make "Train" answer in seconds, one child is started ahead of need (``prewarm``):
-it imports TensorFlow and loads the backbone, then waits for a job on its standard
-input. A run takes it; a new one is started when the run is over.
+it imports TensorFlow and loads the backbone, then waits for jobs on its standard
+input. A run takes it; when the run is over it waits for the next (a child that was
+killed, by a cancel or a crash, is replaced by a new one).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,7 @@ from imgrec.web.teach.worker import ACTIVE_STATES
 
 RESUMABLE_STATES = ("interrupted", "cancelled")
 _WORKER = "imgrec.web.teach.worker"
+_WATCH_SECONDS = 0.2
 
 
 @dataclass
@@ -86,7 +89,7 @@ class RunManager:
         return _Child(process, backbone, size)
 
     def prewarm(self, backbone: str, size: int) -> None:
-        """Have a child ready for ``backbone`` at ``size`` (if prewarming is on)."""
+        """Have a child ready, warmed up for ``backbone`` at ``size`` (if prewarming is on)."""
         if not self.prewarm_enabled:
             return
         with self._lock:
@@ -94,9 +97,7 @@ class RunManager:
                 return
             spare = self._spare
             if spare is not None and spare.process.poll() is None:
-                if (spare.backbone, spare.size) == (backbone, size) or self._running:
-                    return
-                _close_stdin(spare.process)
+                return  # warm already: for another backbone it loads this one in its job
             self._spare = self._spawn(backbone, size)
 
     def close(self) -> None:
@@ -177,21 +178,36 @@ class RunManager:
     def _take_spare(self, backbone: str, size: int) -> _Child:
         spare, self._spare = self._spare, None
         if spare is not None and spare.process.poll() is None:
-            if (spare.backbone, spare.size) == (backbone, size):
-                return spare
-            _close_stdin(spare.process)
-        # With none ready, the child loads the backbone as its job's first step.
+            # One warm for another backbone loads this one as its job's first step,
+            # still sooner than a new process would.
+            return spare
         return self._spawn(None, None)
 
     def _watch(self, child: _Child) -> None:
-        child.process.wait()
+        """Follow a child's run to its end; then the child waits for the next job (it
+        becomes the spare), or, if it died, its run is reported interrupted."""
         assert child.run is not None
-        project, _ = child.run
+        project, run_id = child.run
+        path = project.run_dir(run_id) / "run.json"
+        while child.process.poll() is None:
+            if (read_json(path) or {}).get("state") not in ACTIVE_STATES:
+                break
+            time.sleep(_WATCH_SECONDS)
         with self._lock:
+            dead = child.process.poll() is not None
             self._reconcile(project, exit_code=child.process.returncode, ended=child)
             if self._running.get(str(project.path)) is child:
                 del self._running[str(project.path)]
-        if child.run is not None:
+            child.run = None
+            if (
+                not dead
+                and not self._closed
+                and (self._spare is None or self._spare.process.poll() is not None)
+            ):
+                self._spare = child
+            elif not dead:
+                _close_stdin(child.process)
+        if dead:
             meta = project.meta()
             with contextlib.suppress(OSError):
                 self.prewarm(meta["backbone"], meta["image_size"])

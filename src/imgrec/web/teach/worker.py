@@ -1,11 +1,12 @@
-"""The child process that trains one Teach run: ``python -m imgrec.web.teach.worker``.
+"""The child process that trains Teach runs: ``python -m imgrec.web.teach.worker``.
 
 Started by ``imgrec.web.teach.runs.RunManager`` ahead of need (it imports TensorFlow
-and loads the project's backbone while nobody waits), it then reads one job from
-its standard input, one JSON line ``{"project": DIR, "run": ID, "resume": bool}``,
-runs it and exits. Progress goes to the run's ``run.json``, rewritten atomically at
-each step (features computed, each epoch, the end), so the server (or a server
-started after this one died) always reads a whole state.
+and loads the project's backbone while nobody waits), it then reads jobs from its
+standard input, one JSON line each ``{"project": DIR, "run": ID, "resume": bool}``,
+and runs them one after the other, keeping TensorFlow and the backbone loaded: a
+second "Train" costs no start-up. Progress goes to the run's ``run.json``, rewritten
+atomically at each step (features computed, each epoch, the end), so the server (or
+a server started after this one died) always reads a whole state.
 
 It exits when its parent goes: at the end of its standard input (the server's end
 of the pipe closes when the server exits, however it dies) or when its parent
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -39,27 +41,22 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _read_job() -> tuple[threading.Event, list[bytes]]:
-    """Read the job line in the background; then exit when the input ends (the server
-    is gone, however it died). An input that ends before a job: exit at once."""
-    got = threading.Event()
-    box: list[bytes] = []
+def _read_jobs() -> queue.Queue:
+    """The job lines, read in the background; the process exits when the input ends
+    (the server let it go, or is gone, however it died)."""
+    jobs: queue.Queue = queue.Queue()
 
     def read() -> None:
         try:
-            line = sys.stdin.buffer.readline()
-            if not line.strip():
-                os._exit(0)
-            box.append(line)
-            got.set()
-            while sys.stdin.buffer.read(4096):
-                pass
+            for line in sys.stdin.buffer:
+                if line.strip():
+                    jobs.put(line)
         except (OSError, ValueError):
             pass
         os._exit(3)
 
     threading.Thread(target=read, daemon=True).start()
-    return got, box
+    return jobs
 
 
 class _RunFile:
@@ -82,8 +79,9 @@ class _RunFile:
             self._last = now
 
 
-def run_job(project_dir: Path, run_id: str, backbone: Any, resume: bool) -> int:
-    """Train run ``run_id`` of the project in ``project_dir``; 0 when it is done."""
+def run_job(project_dir: Path, run_id: str, backbone: Any, resume: bool) -> Any:
+    """Train run ``run_id`` of the project in ``project_dir``; returns the backbone
+    loaded now (kept for the next job)."""
     from imgrec.web.teach.store import Project, ProjectStore, utc_now
 
     project = Project(ProjectStore(project_dir.parent, sweep=False), project_dir)
@@ -91,7 +89,7 @@ def run_job(project_dir: Path, run_id: str, backbone: Any, resume: bool) -> int:
     run = _RunFile(run_dir / "run.json")
     start = time.perf_counter()
     try:
-        _train(project, run, backbone, resume)
+        backbone = _train(project, run, backbone, resume)
     except Exception as err:  # every failure is the run's, reported in it
         (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         run.update(
@@ -101,9 +99,9 @@ def run_job(project_dir: Path, run_id: str, backbone: Any, resume: bool) -> int:
             seconds=round(time.perf_counter() - start, 3),
             resumable=False,
         )
-        return 1
+        return backbone
     run.update(state="done", seconds=round(time.perf_counter() - start, 3))
-    return 0
+    return backbone
 
 
 def _features(project: Any, run: _RunFile, backbone: Any, options: Any, samples: list) -> tuple:
@@ -123,7 +121,7 @@ def _features(project: Any, run: _RunFile, backbone: Any, options: Any, samples:
     return backbone, ensure_features(backbone, store, samples, options.views, on_progress)
 
 
-def _train(project: Any, run: _RunFile, backbone: Any, resume: bool) -> None:
+def _train(project: Any, run: _RunFile, backbone: Any, resume: bool) -> Any:
     """Features, the new layer, the saved model; progress into ``run`` at each step."""
     from imgrec.training.teach import Sample, TeachOptions, TeachRun, save_taught_model
     from imgrec.web.teach.store import utc_now, write_json
@@ -172,10 +170,11 @@ def _train(project: Any, run: _RunFile, backbone: Any, resume: bool) -> None:
         finished=pointer["finished"],
         resumable=False,
     )
+    return backbone
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Prepare (TensorFlow, a backbone), wait for one job, run it."""
+    """Prepare (TensorFlow, a backbone), then run the jobs that come, one at a time."""
     parser = argparse.ArgumentParser(prog="imgrec.web.teach.worker")
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--backbone", default=None)
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != args.parent:
         return 3
     _watch_parent(args.parent)
-    got, box = _read_job()
+    jobs = _read_jobs()
     backbone = None
     if args.backbone:
         try:
@@ -193,14 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             backbone = FeatureBackbone(args.backbone, args.size)
         except Exception:  # the job loads it again, and reports why not
             backbone = None
-    got.wait()
-    line = box[0]
-    job = json.loads(line)
-    return run_job(Path(job["project"]), job["run"], backbone, bool(job.get("resume")))
+    while True:
+        job = json.loads(jobs.get())
+        backbone = run_job(Path(job["project"]), job["run"], backbone, bool(job.get("resume")))
 
 
 if __name__ == "__main__":
-    code = main()
+    main()
     sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # every file is written and closed: skip TensorFlow's slow teardown
+    os._exit(3)  # every file is written and closed: skip TensorFlow's slow teardown
