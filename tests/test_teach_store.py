@@ -271,9 +271,9 @@ def test_a_project_starts_from_a_model_file_with_its_classes(tmp_path):
         assert unknown.status_code == 404
 
 
-def test_a_child_still_exiting_after_its_run_ended_blocks_nothing(tmp_path):
-    """Train again right after a run's end: the old child may still be exiting; the new
-    run starts, and the old child's end does not mark the new run interrupted."""
+def test_train_right_after_a_run_ended_reuses_its_warm_child(tmp_path):
+    """Train again as soon as a run's end is seen: the child that ran it takes the new
+    job (no new process), and the old run's watch leaves the new run alone."""
     store = ProjectStore(tmp_path)
     project = store.create("again", classes=["a", "b"])
     project.add_samples("a", [(_png(1), ".png")])
@@ -282,16 +282,20 @@ def test_a_child_still_exiting_after_its_run_ended_blocks_nothing(tmp_path):
     write_json(project.run_dir("r-000000000000") / "run.json", done)
     write_json(project.meta_dir / "latest_run.json", {"run": "r-000000000000"})
     manager = RunManager(prewarm=False)
-    exiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    old = _Child(exiting, None, None, run=(project, "r-000000000000"))
-    manager._running[str(project.path)] = old
+    warm = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(60)"],
+        stdin=subprocess.PIPE,
+    )
+    old_job = (project, "r-000000000000")
+    child = _Child(warm, None, None, run=old_job)
+    manager._running[str(project.path)] = child
     try:
         run = manager.start(project, {"epochs": 1})
         assert run["state"] == "queued" and run["id"] != "r-000000000000"
-        exiting.kill()
-        manager._watch(old)
+        assert manager._running[str(project.path)] is child and child.run[1] == run["id"]
+        manager._watch(child, old_job)  # the old run's watch, waking late
         assert manager.current(project)["state"] == "queued"
     finally:
-        exiting.kill()
         manager.forget(project)
+        warm.kill()
     assert manager.current(project)["state"] == "cancelled"

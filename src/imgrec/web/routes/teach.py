@@ -304,7 +304,7 @@ def train(teach: Teach, project_id: str, body: schemas.TrainOptions | None = Non
         "learning_rate": body.learning_rate,
         "augment": body.augment,
     }
-    run = teach.runs.start(project, options, resume=body.resume)
+    run = teach.runs.start(project, options, resume=body.resume, before=teach.features.wait_idle)
     return public_run(run, project)
 
 

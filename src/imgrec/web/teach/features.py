@@ -3,9 +3,9 @@
 One background thread takes the samples in the order they came, loads the project's
 backbone once (kept for the next samples: ``MAX_BACKBONES`` at most) and writes each
 sample's features into the project's feature store. The upload is answered as soon
-as the sample is stored; when "Train" comes, the features are usually there already,
-and the training child computes any that are not (the two write the same file
-atomically, so either may win).
+as the sample is stored. A run waits (two minutes at most) until this thread has
+caught up, so that the two processes never compute the same features on the same
+cores; the training child then computes any still missing.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 MAX_BACKBONES = 2
+# How long a run waits for the features being computed before it computes the rest.
+IDLE_WAIT_SECONDS = 120.0
 _log = logging.getLogger("imgrec.web.teach")
 
 
@@ -55,6 +58,15 @@ class FeaturePrefetcher:
     def join(self) -> None:
         """Wait until everything queued so far is done (for tests and benchmarks)."""
         self._queue.join()
+
+    def wait_idle(self, timeout: float = IDLE_WAIT_SECONDS) -> bool:
+        """Wait until nothing is queued or computing, ``timeout`` seconds at most."""
+        deadline = time.monotonic() + timeout
+        while self.pending > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():

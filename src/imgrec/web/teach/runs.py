@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +111,18 @@ class RunManager:
 
     # Runs ------------------------------------------------------------------------
 
-    def start(self, project: Project, options: dict[str, Any], resume: bool = False) -> dict:
+    def start(
+        self,
+        project: Project,
+        options: dict[str, Any],
+        resume: bool = False,
+        before: Callable[[], None] | None = None,
+    ) -> dict:
         """Start a run of ``project`` with ``options`` (checked: ``TeachOptions``).
+
+        The run is queued at once; ``before`` (waiting for the features the server is
+        computing, so that the two processes do not compute the same ones) runs in
+        the background before the child gets the job.
 
         Raises:
             ConflictError: a run of this project is active; nothing to resume.
@@ -151,17 +162,33 @@ class RunManager:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / "run.json", run)
             write_json(project.meta_dir / "latest_run.json", {"run": run["id"]})
-            child = self._take_spare(checked.backbone, checked.image_size)
-            child.run = (project, run["id"])
+            child = self._take_spare()
+            child.run = job = (project, run["id"])
             self._running[str(project.path)] = child
-            job = {"project": str(project.path), "run": run["id"], "resume": resume}
-            try:
-                child.process.stdin.write(json.dumps(job).encode() + b"\n")
-                child.process.stdin.flush()
-            except OSError:
-                pass  # it died already: the watcher reports the run interrupted
-        threading.Thread(target=self._watch, args=(child,), daemon=True).start()
+        line = json.dumps({"project": str(project.path), "run": run["id"], "resume": resume})
+        threading.Thread(
+            target=self._dispatch, args=(child, job, line.encode() + b"\n", before), daemon=True
+        ).start()
         return run
+
+    def _dispatch(
+        self,
+        child: _Child,
+        job: tuple[Project, str],
+        line: bytes,
+        before: Callable[[], None] | None,
+    ) -> None:
+        """Hand the job to the child (after ``before``), then follow it to its end."""
+        if before is not None:
+            with contextlib.suppress(Exception):  # the run computes what is missing
+                before()
+        try:
+            assert child.process.stdin is not None
+            child.process.stdin.write(line)
+            child.process.stdin.flush()
+        except OSError:
+            pass  # it died already (a cancel): the watch reports the run
+        self._watch(child, job)
 
     def _training(self) -> int:
         """Children still training: alive, and their run still active on disk (a child
@@ -175,35 +202,43 @@ class RunManager:
             count += run.get("state") in ACTIVE_STATES
         return count
 
-    def _take_spare(self, backbone: str, size: int) -> _Child:
+    def _take_spare(self) -> _Child:
+        """A warm child: the spare, or one whose run just ended; else a new one."""
         spare, self._spare = self._spare, None
         if spare is not None and spare.process.poll() is None:
             # One warm for another backbone loads this one as its job's first step,
             # still sooner than a new process would.
             return spare
+        for key, child in list(self._running.items()):
+            if child.process.poll() is None and child.run is not None:
+                project, run_id = child.run
+                run = read_json(project.run_dir(run_id) / "run.json") or {}
+                if run.get("state") not in ACTIVE_STATES:  # done, its watch not yet woken
+                    del self._running[key]
+                    child.run = None
+                    return child
         return self._spawn(None, None)
 
-    def _watch(self, child: _Child) -> None:
-        """Follow a child's run to its end; then the child waits for the next job (it
-        becomes the spare), or, if it died, its run is reported interrupted."""
-        assert child.run is not None
-        project, run_id = child.run
+    def _watch(self, child: _Child, job: tuple[Project, str]) -> None:
+        """Follow ``job`` to its end; then the child waits for the next job (it becomes
+        the spare), or, if it died, the run is reported interrupted."""
+        project, run_id = job
         path = project.run_dir(run_id) / "run.json"
-        while child.process.poll() is None:
+        while child.process.poll() is None and child.run is job:
             if (read_json(path) or {}).get("state") not in ACTIVE_STATES:
                 break
             time.sleep(_WATCH_SECONDS)
         with self._lock:
+            if child.run is not job and child.run is not None:
+                return  # it took another job already: that job's watch goes on
             dead = child.process.poll() is not None
+            child.run = job
             self._reconcile(project, exit_code=child.process.returncode, ended=child)
             if self._running.get(str(project.path)) is child:
                 del self._running[str(project.path)]
             child.run = None
-            if (
-                not dead
-                and not self._closed
-                and (self._spare is None or self._spare.process.poll() is not None)
-            ):
+            spare_wanted = self._spare is None or self._spare.process.poll() is not None
+            if not dead and not self._closed and spare_wanted:
                 self._spare = child
             elif not dead:
                 _close_stdin(child.process)
