@@ -31,6 +31,8 @@ Routes:
     GET  /api/vae               the VAE demo's model (``routes.vae``)
     GET  /api/vae/decode        a point of its latent plane, decoded, with each layer
     GET  /api/vae/grid.png      decodings over the plane
+    /api/projects/...           the Teach demo: projects of labelled photos, training
+                                runs, the taught models (``imgrec.web.routes.teach``)
 
 The routes live in ``imgrec.web.routes``, one module per concern (pages, models,
 files, inference); what they take (settings, the image of a request) in
@@ -70,6 +72,7 @@ from imgrec.web.routes import ROUTERS, super_resolution
 from imgrec.web.routes import acgan as acgan_routes
 from imgrec.web.routes.inference import DEFAULT_COLORMAP
 from imgrec.web.routes.pages import static_dir
+from imgrec.web.teach.service import TeachConfig, TeachService
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -110,6 +113,7 @@ def create_app(
     max_fetches: int = DEFAULT_MAX_FETCHES,
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    teach: TeachConfig | None = None,
 ) -> FastAPI:
     """Build the web application (serve it with uvicorn, or test it with TestClient).
 
@@ -134,6 +138,7 @@ def create_app(
             ``imgrec.core.images.decode_cost``; a request waits for room (503 after
             30 s), an image that alone needs more gets a 413.
         body_timeout: seconds a request's body may take to arrive (408 after).
+        teach: the Teach demo's projects folder, quotas and workers (``TeachConfig``).
 
     Returns:
         The FastAPI application.
@@ -151,9 +156,11 @@ def create_app(
         "with a 4xx status.",
         form_limits={"max_files": 1, "max_fields": 16},
     )
+    cache = ModelCache(cache_size, lock=threading.Lock(), runtime=runtime)
+    app.state.teach = teaching = TeachService(teach, cache.lock)
     app.state.imgrec = ServerSettings(
-        catalog=ModelCatalog(models_dir),
-        cache=ModelCache(cache_size, lock=threading.Lock(), runtime=runtime),
+        catalog=ModelCatalog(models_dir, extra=teaching.catalog_entries),
+        cache=cache,
         allow_hosts=AllowList(allow_hosts),
         upload_limit=upload_limit,
         fetch_timeout=fetch_timeout,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class CatalogEntry:
     Args:
         name: what the API takes (``"mobilenet_v2"``, ``"pets.keras"``).
         label: what people read (``"MobileNetV2"``, ``"pets.keras"``).
-        kind: ``"zoo"`` or ``"file"``.
+        kind: ``"zoo"``, ``"file"`` or ``"teach"`` (a Teach project's latest model).
         source: what ``imgrec.load_model`` takes: a zoo name or the file's path.
         version: changes when the file changes (its size and modification time);
             empty for zoo networks.
@@ -63,12 +63,19 @@ class ModelCatalog:
 
     Args:
         models_dir: the folder of ``.keras`` files, or ``None`` for zoo networks only.
+        extra: called on every lookup for more entries (the Teach projects' models,
+            ``imgrec.web.teach``), listed after the files.
 
     Raises:
         ModelError: ``models_dir`` is given but is not a folder.
     """
 
-    def __init__(self, models_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        models_dir: str | os.PathLike | None = None,
+        extra: Callable[[], list[CatalogEntry]] | None = None,
+    ) -> None:
+        self.extra = extra
         self.models_dir = Path(models_dir).expanduser() if models_dir is not None else None
         if self.models_dir is not None and not self.models_dir.is_dir():
             raise ModelError(f"{self.models_dir}: no such folder (the models folder)")
@@ -80,14 +87,16 @@ class ModelCatalog:
         )
 
     def entries(self) -> list[CatalogEntry]:
-        """Every classifier on offer: zoo networks in the zoo's order, then files by name.
+        """Every classifier on offer: zoo networks in the zoo's order, files by name, then
+        the extra (the taught models of the Teach demo).
 
         Files imgrec trained as something else (a generator, a super-resolution network:
         :data:`NOT_CLASSIFIERS`) are left out; each is its own demo's, found with
         :meth:`files_of`.
         """
         others = {entry for entry, _ in self.files_of(NOT_CLASSIFIERS)}
-        return [*self._zoo, *(entry for entry in self._files() if entry not in others)]
+        files = [entry for entry in self._files() if entry not in others]
+        return [*self._zoo, *files, *(self.extra() if self.extra else [])]
 
     def default(self) -> str | None:
         """The name the page selects first: the zoo's default when offered, else the first."""

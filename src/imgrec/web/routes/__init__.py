@@ -5,7 +5,8 @@
 - ``files``: files served from fixed listings (onnxruntime-web, the sample photos);
 - ``inference``: what networks say about photos (classes, CAM, layers, feature maps);
 - ``digits``: the "Draw a digit" demo's network;
-- ``vae``: the VAE demo's latent plane, decoded on the server.
+- ``vae``: the VAE demo's latent plane, decoded on the server;
+- ``teach``: the Teach demo's projects, training runs and taught models.
 
 ``/static`` (the page's CSS and JavaScript) and the API documentation pages are
 mounted by ``imgrec.web.app.create_app``.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imgrec.web.routes import digits, files, inference, models, pages, vae
+from imgrec.web.routes import digits, files, inference, models, pages, teach, vae
 
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
@@ -24,4 +25,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     inference.router,
     digits.router,
     vae.router,
+    teach.router,
 )
