@@ -1,0 +1,201 @@
+"""The Teach page in Chromium: two classes from the (fake) webcam, trained, then recognised.
+
+Chromium's fake camera (``--use-fake-device-for-media-stream``) plays one video file per
+browser launch (``--use-file-for-fake-video-capture``), so the test makes two small Y4M
+videos from scikit-image's photos, chelsea (a cat) and coffee, and launches Chromium once
+per video: with the cat on camera it creates a project and HOLDS the "cat" class's record
+button to capture a burst; with the coffee on camera it reopens the page (the project lives
+on the server, its id in the URL), captures "coffee", trains on the server, and the live
+preview on the webcam must name "coffee"; with the cat on camera again, "cat". The page
+loads nothing from outside the server and logs no script errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from imgrec.core.samples import sample_path
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+# The server's first training loads the backbone (on a fresh IMGREC_HOME it converts the
+# weights) before it computes the samples' features: minutes on two busy cores.
+TRAIN_TIMEOUT_MS = 300_000
+ANSWER_TIMEOUT_MS = 120_000
+HOLD_MS = 1_200  # a burst of about 12 frames, one every 100 ms
+
+
+def write_y4m(photo: Path, path: Path, size: tuple[int, int] = (320, 240), frames: int = 5):
+    """A short Y4M (YUV 4:2:0) video of ``photo``, panning slightly, for the fake camera.
+
+    Args:
+        photo: an image file.
+        path: where the video goes.
+        size: width and height of the frames (even numbers).
+        frames: how many frames; Chromium plays them in a loop at 10 frames a second.
+    """
+    width, height = size
+    image = Image.open(photo).convert("RGB")
+    video = bytearray(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+    for i in range(frames):
+        shift = int(image.width * 0.02 * i)  # a hand-held camera moves a little
+        box = (shift, 0, image.width - int(image.width * 0.1) + shift, image.height)
+        frame = image.crop(box).resize(size, Image.Resampling.BILINEAR)
+        ycbcr = np.asarray(frame.convert("YCbCr"), dtype=np.float32)
+        luma = ycbcr[:, :, 0].round().astype(np.uint8)
+        # 4:2:0: one chroma sample per 2 x 2 block of pixels
+        chroma = ycbcr[:, :, 1:].reshape(height // 2, 2, width // 2, 2, 2).mean(axis=(1, 3))
+        chroma = chroma.round().astype(np.uint8)
+        video += b"FRAME\n" + luma.tobytes() + chroma[:, :, 0].tobytes() + chroma[:, :, 1].tobytes()
+    path.write_bytes(bytes(video))
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imgrec", "serve", "--port", "0", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield json.loads(process.stdout.readline())["url"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("camera")
+    made = {}
+    for label, sample in (("cat", "chelsea"), ("coffee", "coffee")):
+        made[label] = folder / f"{sample}.y4m"
+        write_y4m(sample_path(sample), made[label])
+    return made
+
+
+def test_the_video_is_the_photo(videos):
+    # The fake camera shows what the test means it to: the Y4M's first frame, read back as
+    # RGB, is the cat photo's colours (orange-brown), not the coffee's.
+    data = videos["cat"].read_bytes()
+    header, _, rest = data.partition(b"\n")
+    assert header.split()[1:3] == [b"W320", b"H240"]
+    assert rest.startswith(b"FRAME\n")
+    planes = np.frombuffer(rest[6 : 6 + 320 * 240 * 3 // 2], dtype=np.uint8)
+    luma = planes[: 320 * 240].reshape(240, 320)
+    cb = planes[320 * 240 : 320 * 240 * 5 // 4].reshape(120, 160)
+    cr = planes[320 * 240 * 5 // 4 :].reshape(120, 160)
+    ycbcr = np.dstack([luma[::2, ::2], cb, cr])
+    rgb = np.asarray(Image.fromarray(ycbcr, "YCbCr").convert("RGB"), dtype=float)
+    photo = Image.open(sample_path("chelsea")).convert("RGB")
+    expected = np.asarray(photo.resize((160, 120)), dtype=float)
+    assert np.abs(rgb.mean(axis=(0, 1)) - expected.mean(axis=(0, 1))).max() < 8
+    assert len(data) == len(header) + 1 + 5 * (6 + 320 * 240 * 3 // 2)
+
+
+@contextmanager
+def camera_page(playwright, server_url: str, video: Path, path: str):
+    """A page of a fresh Chromium whose webcam shows ``video``; checks what it loaded."""
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}",
+        ],
+    )
+    outside: list[str] = []
+    errors: list[str] = []
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.on(
+            "request",
+            lambda r: None if r.url.startswith((server_url, "data:", "blob:")) else outside.append(r.url),
+        )
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server_url + path)
+        page.wait_for_selector('#teach:not([data-state="starting"])')
+        yield page
+        assert outside == []
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def _record(page, class_name: str) -> int:
+    """Hold the class's record button for HOLD_MS; the samples it has once all are stored."""
+    card = f'.class-card[data-class="{class_name}"]'
+    before = int(page.get_attribute(card, "data-samples"))
+    page.click("#camera-toggle")
+    page.wait_for_selector('#camera-panel[data-camera="on"]')
+    page.locator(f"{card} .hold").hover()
+    page.mouse.down()
+    page.wait_for_timeout(HOLD_MS)
+    page.mouse.up()
+    page.wait_for_selector('#upload-status[data-pending="0"]', timeout=ANSWER_TIMEOUT_MS)
+    after = int(page.get_attribute(card, "data-samples"))
+    assert after - before >= 5  # ~12 frames; a busy machine drops some beats
+    assert page.locator(f"{card} .thumbs img").count() == after
+    return after
+
+
+def _live_preview(page) -> str:
+    page.click("#preview-live")
+    page.wait_for_selector("#preview-class[data-class]", timeout=ANSWER_TIMEOUT_MS)
+    name = page.get_attribute("#preview-class", "data-class")
+    page.click("#preview-live")
+    return name
+
+
+def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, videos):
+    with sync_playwright() as playwright:
+        # The cat on camera: a new project, two classes, a burst of "cat".
+        with camera_page(playwright, server_url, videos["cat"], "/demos/teach") as page:
+            page.fill("#project-name", "cat or coffee")
+            page.click("#create-project")
+            page.wait_for_selector('#teach[data-state="open"]')
+            for name in ("cat", "coffee"):
+                page.fill("#class-name", name)
+                page.click("#add-class")
+                page.wait_for_selector(f'.class-card[data-class="{name}"]')
+            cats = _record(page, "cat")
+            url = page.url
+            assert "#p=p-" in url
+
+        # The coffee on camera, the page opened again at its URL: the project is still there.
+        path = url.removeprefix(server_url)
+        with camera_page(playwright, server_url, videos["coffee"], path) as page:
+            page.wait_for_selector('#teach[data-state="open"]')
+            assert page.get_attribute('.class-card[data-class="cat"]', "data-samples") == str(cats)
+            _record(page, "coffee")
+            page.fill("#epochs", "5")
+            page.click("#train")
+            page.wait_for_selector('#teach[data-run="done"]', timeout=TRAIN_TIMEOUT_MS)
+            # The curves and the evaluation on the held-out samples.
+            assert "5" in page.text_content("#train-status")
+            assert page.locator("#per-class tbody tr").count() == 2
+            assert page.locator("#confusion tbody tr").count() == 2
+            for link in ("keras", "onnx", "tflite", "samples"):
+                assert page.get_attribute(f"#download-{link}", "href")
+            assert _live_preview(page) == "coffee"
+            assert page.text_content("#preview-cam-caption")
+
+        # The cat on camera again: the same model names it.
+        with camera_page(playwright, server_url, videos["cat"], path) as page:
+            page.wait_for_selector('#teach[data-run="done"]')
+            page.uncheck("#show-cam")
+            assert _live_preview(page) == "cat"
