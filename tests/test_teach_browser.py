@@ -146,7 +146,11 @@ def _record(page, class_name: str) -> int:
     page.mouse.down()
     page.wait_for_timeout(HOLD_MS)
     page.mouse.up()
-    page.wait_for_selector('#upload-status[data-pending="0"]', timeout=ANSWER_TIMEOUT_MS)
+    # The burst is over once its last frame is queued; then the queue empties.
+    page.wait_for_selector(".hold[data-recording]", state="detached")
+    page.wait_for_selector(
+        '#upload-status[data-pending="0"]', state="attached", timeout=ANSWER_TIMEOUT_MS
+    )
     after = int(page.get_attribute(card, "data-samples"))
     assert after - before >= 5  # ~12 frames; a busy machine drops some beats
     assert page.locator(f"{card} .thumbs img").count() == after

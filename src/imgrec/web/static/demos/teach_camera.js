@@ -75,16 +75,17 @@ export class Camera {
 // bar). onStart/onStop bracket the burst.
 export function holdToRecord(button, camera, { onFrame, onStart = () => {}, onStop = () => {} }) {
   let timer = null;
-  let taking = false;
+  let taking = null; // the frame being grabbed, a Promise
 
-  async function take() {
+  function take() {
     if (taking || !camera.on) return; // a slow encoder skips a beat rather than queueing
-    taking = true;
-    try {
-      onFrame(await camera.grab());
-    } finally {
-      taking = false;
-    }
+    taking = camera
+      .grab()
+      .then(onFrame)
+      .catch(() => {}) // a frame lost (the camera stopped meanwhile) is just not added
+      .finally(() => {
+        taking = null;
+      });
   }
 
   function press(event) {
@@ -97,10 +98,12 @@ export function holdToRecord(button, camera, { onFrame, onStart = () => {}, onSt
     timer = setInterval(take, BURST_INTERVAL_MS);
   }
 
-  function release() {
+  // The burst ends once its last frame is handed over: data-recording goes then.
+  async function release() {
     if (timer === null) return;
     clearInterval(timer);
     timer = null;
+    await taking;
     delete button.dataset.recording;
     onStop();
   }

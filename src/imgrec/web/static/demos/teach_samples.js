@@ -78,11 +78,14 @@ export class ClassList {
         this.cards.delete(name);
       }
     }
-    for (const entry of classes) {
+    classes.forEach((entry, i) => {
       const view = this.cards.get(entry.name) ?? this.addCard(entry.name);
-      this.container.append(view.card); // in the project's order
+      // In the project's order; a card already in place is not moved (moving it would
+      // take the pointer away from a HOLD button in the middle of a burst).
+      const there = this.container.children[i];
+      if (there !== view.card) this.container.insertBefore(view.card, there ?? null);
       this.showSamples(view, entry);
-    }
+    });
     if (!this.cards.has(this.current)) this.select(classes[0]?.name ?? null);
     this.setCamera(this.camera.on);
   }
