@@ -7,21 +7,16 @@ browser that Playwright downloads. The page must load nothing from outside the s
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx2
 import numpy as np
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from browser import chromium, serving
+from browser import visit as open_page
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 # ImageNet's domestic cats, classes 281 to 285.
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 ANALYSIS_TIMEOUT_MS = 180_000  # the first request loads and converts MobileNetV2
@@ -29,56 +24,22 @@ ANALYSIS_TIMEOUT_MS = 180_000  # the first request loads and converts MobileNetV
 
 @pytest.fixture(scope="module")
 def server_url():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imgrec", "serve", "--port", "0", "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield json.loads(process.stdout.readline())["url"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield chromium
-        chromium.close()
-
-
-@dataclass
-class Visit:
-    """The page, the requests it made to other hosts, and the script errors it logged."""
-
-    page: Page
-    outside_requests: list[str] = field(default_factory=list)
-    script_errors: list[str] = field(default_factory=list)
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def visit(browser, server_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    visit = Visit(page)
-
-    def on_request(request) -> None:
-        if not request.url.startswith((server_url, "data:", "blob:")):
-            visit.outside_requests.append(request.url)
-
-    def on_console(message) -> None:
-        if message.type == "error":
-            visit.script_errors.append(message.text)
-
-    page.on("request", on_request)
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: visit.script_errors.append(str(error)))
-    page.goto(server_url)
-    page.wait_for_selector("#model:not([disabled])")
-    yield visit
-    page.close()
+    opened = open_page(browser, server_url)
+    opened.page.wait_for_selector("#model:not([disabled])")
+    yield opened
+    opened.close()
 
 
 def _canvas_pixels(page) -> np.ndarray:
@@ -102,6 +63,9 @@ def test_chelsea_is_a_cat_and_the_slider_blends_the_map(visit, tmp_path):
     assert classes[0] in CATS
     assert "ms" in page.locator("#timing").text_content()
     assert page.get_attribute('#samples button[data-sample="chelsea"]', "aria-pressed") == "true"
+    # The demo menu, with this page marked as the current one.
+    assert page.get_attribute('#menu a[aria-current="page"]', "href") == "/"
+    assert page.locator("#menu a").first.text_content() == "ImageNet recognition"
 
     page.fill("#opacity", "0")
     photo = _canvas_pixels(page)

@@ -1,7 +1,7 @@
 """The page in English and in Korean: one table of strings per language, and a switch.
 
 The first tests read the files (no browser, no server): the two tables have the same keys
-and placeholders, index.html holds no text of its own (each element names a key in
+and placeholders, the pages hold no text of their own (each element names a key in
 ``data-i18n``), the JavaScript shows no literal text, and every key is used. The last ones
 drive Debian's Chromium with Playwright against a real ``imgrec serve``, as
 tests/test_web_browser.py does, through one flow in each language.
@@ -10,10 +10,7 @@ tests/test_web_browser.py does, through one flow in each language.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import tomllib
 from html.parser import HTMLParser
 from importlib import resources
@@ -76,17 +73,25 @@ class _PageText(HTMLParser):
         (self.keyed_with_text if keyed else self.stray_text).append(data.strip())
 
 
+def _pages() -> list[Path]:
+    """The pages: ImageNet recognition (index.html) and the menu's other demos."""
+    return [STATIC / "index.html", *sorted((STATIC / "demos").glob("*.html"))]
+
+
 def _page_text() -> _PageText:
     parser = _PageText()
-    parser.feed((STATIC / "index.html").read_text(encoding="utf-8"))
+    for page in _pages():
+        parser.feed(page.read_text(encoding="utf-8"))
     return parser
 
 
 def _scripts() -> dict[str, str]:
     """The page's JavaScript modules by name, without their comment lines."""
     return {
-        path.name: re.sub(r"(?m)^\s*//.*$", "", path.read_text(encoding="utf-8"))
-        for path in STATIC.glob("*.js")
+        path.relative_to(STATIC).as_posix(): re.sub(
+            r"(?m)^\s*//.*$", "", path.read_text(encoding="utf-8")
+        )
+        for path in STATIC.rglob("*.js")
     }
 
 
@@ -132,7 +137,7 @@ def test_the_tables_sit_where_the_package_data_takes_them():
     assert "new URL(`./i18n-${language}.json`, import.meta.url)" in _scripts()["i18n.js"]
 
 
-def test_index_html_holds_no_text_of_its_own():
+def test_the_pages_hold_no_text_of_their_own():
     page = _page_text()
     assert page.stray_text == []
     assert page.stray_attributes == []
@@ -182,7 +187,6 @@ def test_the_checks_above_catch_a_hard_coded_string(tmp_path):
 
 # ---- the page in Chromium ---------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 ANALYSIS_TIMEOUT_MS = 180_000  # the first request loads MobileNetV2
 UPLOAD_LIMIT_BYTES = 2**19
@@ -190,43 +194,29 @@ UPLOAD_LIMIT_BYTES = 2**19
 
 @pytest.fixture(scope="module")
 def server_url():
+    from browser import serving
+
     # The Keras runtime: the page's flow needs no ONNX export to test its words.
     # A small upload limit: the page refuses a larger file itself, in its own words.
-    command = [sys.executable, "-m", "imgrec", "serve", "--port", "0", "--json"]
-    command += ["--runtime", "keras", "--upload-limit", str(UPLOAD_LIMIT_BYTES / 2**20)]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield json.loads(process.stdout.readline())["url"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving("--runtime", "keras", "--upload-limit", str(UPLOAD_LIMIT_BYTES / 2**20)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from browser import chromium
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _open(browser, server_url: str, locale: str):
-    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(server_url)
-    page.wait_for_selector("#model:not([disabled])")
-    page.wait_for_selector("html[data-translated]")
-    return context, page, errors
+    from browser import visit
+
+    opened = visit(browser, server_url, locale=locale)
+    opened.page.wait_for_selector("#model:not([disabled])")
+    opened.page.wait_for_selector("html[data-translated]")
+    return opened.context, opened.page, opened.script_errors
 
 
 def _keyed_texts(page) -> dict[str, str]:

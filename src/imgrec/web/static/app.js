@@ -8,6 +8,7 @@ import { BrowserClassifier, describeRun } from "./browser_inference.js";
 import { CamView } from "./cam.js";
 import { msg, PageError, say, startI18n } from "./i18n.js";
 import { LayerView } from "./layers.js";
+import { startMenu } from "./menu.js";
 import { clearPredictions, renderPredictions, renderTop } from "./predictions.js";
 import { ImagePicker } from "./source.js";
 
@@ -232,6 +233,7 @@ async function chooseModel() {
 }
 
 async function start() {
+  startMenu();
   try {
     const [models, , colormaps, runtime] = await Promise.all([
       getJSON("/api/models"),
