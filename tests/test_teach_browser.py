@@ -12,23 +12,20 @@ loads nothing from outside the server and logs no script errors.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from browser import chromium, serving, visit
 from PIL import Image
-from playwright.sync_api import sync_playwright
 
 from imgrec.core.samples import sample_path
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 # The server's first training loads the backbone (on a fresh IMGREC_HOME it converts the
 # weights) before it computes the samples' features: minutes on two busy cores.
 TRAIN_TIMEOUT_MS = 300_000
@@ -63,17 +60,8 @@ def write_y4m(photo: Path, path: Path, size: tuple[int, int] = (320, 240), frame
 
 @pytest.fixture(scope="module")
 def server_url():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imgrec", "serve", "--port", "0", "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield json.loads(process.stdout.readline())["url"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -106,34 +94,23 @@ def test_the_video_is_the_photo(videos):
 
 
 @contextmanager
-def camera_page(playwright, server_url: str, video: Path, path: str):
-    """A page of a fresh Chromium whose webcam shows ``video``; checks what it loaded."""
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}",
-        ],
+def camera_page(server_url: str, video: Path, path: str) -> Iterator:
+    """The page at ``path`` in a fresh Chromium whose webcam shows ``video``.
+
+    When the block ends, the page must have loaded nothing from outside the server and
+    logged no script error.
+    """
+    fake_camera = (
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
     )
-    outside: list[str] = []
-    errors: list[str] = []
-    try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.on(
-            "request",
-            lambda r: None if r.url.startswith((server_url, "data:", "blob:")) else outside.append(r.url),
-        )
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server_url + path)
-        page.wait_for_selector('#teach:not([data-state="starting"])')
-        yield page
-        assert outside == []
-        assert errors == []
-    finally:
-        browser.close()
+    with chromium(*fake_camera) as browser:
+        opened = visit(browser, server_url, path)
+        opened.page.wait_for_selector('#teach:not([data-state="starting"])')
+        yield opened.page
+        assert opened.outside_requests == []
+        assert opened.script_errors == []
 
 
 def _record(page, class_name: str) -> int:
@@ -157,6 +134,29 @@ def _record(page, class_name: str) -> int:
     return after
 
 
+# Record each state main#teach's data-run goes through, in window.runStates.
+WATCH_RUN = """() => {
+    window.runStates = [];
+    const main = document.getElementById("teach");
+    new MutationObserver(() => window.runStates.push(main.dataset.run))
+        .observe(main, { attributes: true, attributeFilter: ["data-run"] });
+}"""
+
+
+def _curve_pixels(page) -> int:
+    """How many pixels of the curves' canvas have the training curve's colour (#d0451b)."""
+    rgba = page.evaluate(
+        """() => {
+            const canvas = document.getElementById("curves");
+            const context = canvas.getContext("2d");
+            return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
+        }"""
+    )
+    pixels = np.array(rgba, dtype=np.int16).reshape(-1, 4)
+    close = np.abs(pixels[:, :3] - (0xD0, 0x45, 0x1B)).max(axis=1) < 40
+    return int((close & (pixels[:, 3] > 200)).sum())
+
+
 def _live_preview(page) -> str:
     page.click("#preview-live")
     page.wait_for_selector("#preview-class[data-class]", timeout=ANSWER_TIMEOUT_MS)
@@ -166,40 +166,45 @@ def _live_preview(page) -> str:
 
 
 def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, videos):
-    with sync_playwright() as playwright:
-        # The cat on camera: a new project, two classes, a burst of "cat".
-        with camera_page(playwright, server_url, videos["cat"], "/demos/teach") as page:
-            page.fill("#project-name", "cat or coffee")
-            page.click("#create-project")
-            page.wait_for_selector('#teach[data-state="open"]')
-            for name in ("cat", "coffee"):
-                page.fill("#class-name", name)
-                page.click("#add-class")
-                page.wait_for_selector(f'.class-card[data-class="{name}"]')
-            cats = _record(page, "cat")
-            url = page.url
-            assert "#p=p-" in url
+    # The cat on camera: a new project, two classes, a burst of "cat".
+    with camera_page(server_url, videos["cat"], "/demos/teach") as page:
+        page.fill("#project-name", "cat or coffee")
+        page.click("#create-project")
+        page.wait_for_selector('#teach[data-state="open"]')
+        for name in ("cat", "coffee"):
+            page.fill("#class-name", name)
+            page.click("#add-class")
+            page.wait_for_selector(f'.class-card[data-class="{name}"]')
+        cats = _record(page, "cat")
+        url = page.url
+        assert "#p=p-" in url
 
-        # The coffee on camera, the page opened again at its URL: the project is still there.
-        path = url.removeprefix(server_url)
-        with camera_page(playwright, server_url, videos["coffee"], path) as page:
-            page.wait_for_selector('#teach[data-state="open"]')
-            assert page.get_attribute('.class-card[data-class="cat"]', "data-samples") == str(cats)
-            _record(page, "coffee")
-            page.fill("#epochs", "5")
-            page.click("#train")
-            page.wait_for_selector('#teach[data-run="done"]', timeout=TRAIN_TIMEOUT_MS)
-            # The curves and the evaluation on the held-out samples.
-            assert "5" in page.text_content("#train-status")
-            assert page.locator("#per-class tbody tr").count() == 2
-            assert page.locator("#confusion tbody tr").count() == 2
-            for link in ("keras", "onnx", "tflite", "samples"):
-                assert page.get_attribute(f"#download-{link}", "href")
-            assert _live_preview(page) == "coffee"
-            assert page.text_content("#preview-cam-caption")
+    # The coffee on camera, the page opened again at its URL: the project is still there.
+    parts = urlsplit(url)
+    path = f"{parts.path}#{parts.fragment}"
+    with camera_page(server_url, videos["coffee"], path) as page:
+        page.wait_for_selector('#teach[data-state="open"]')
+        assert page.get_attribute('.class-card[data-class="cat"]', "data-samples") == str(cats)
+        _record(page, "coffee")
+        page.fill("#epochs", "5")
+        page.evaluate(WATCH_RUN)
+        page.click("#train")
+        page.wait_for_selector('#teach[data-run="done"]', timeout=TRAIN_TIMEOUT_MS)
+        # The run was followed live (server-sent events), its curves drawn as it went.
+        states = page.evaluate("window.runStates")
+        assert "training" in states and states[-1] == "done", states
+        assert _curve_pixels(page) > 200
+        assert "5 epochs" in page.text_content("#train-status")
+        # The evaluation on the held-out samples, and the downloads.
+        assert page.locator("#per-class tbody tr").count() == 2
+        assert page.locator("#confusion tbody tr").count() == 2
+        for link in ("keras", "onnx", "tflite", "samples"):
+            assert page.get_attribute(f"#download-{link}", "href")
+        assert _live_preview(page) == "coffee"
+        assert page.text_content("#preview-cam-caption")
 
-        # The cat on camera again: the same model names it.
-        with camera_page(playwright, server_url, videos["cat"], path) as page:
-            page.wait_for_selector('#teach[data-run="done"]')
-            page.uncheck("#show-cam")
-            assert _live_preview(page) == "cat"
+    # The cat on camera again: the same model names it.
+    with camera_page(server_url, videos["cat"], path) as page:
+        page.wait_for_selector('#teach[data-run="done"]')
+        page.uncheck("#show-cam")
+        assert _live_preview(page) == "cat"

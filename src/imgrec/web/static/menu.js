@@ -8,6 +8,7 @@ import { msg, say } from "./i18n.js";
 
 export const DEMOS = [
   { name: "imagenet", path: "/", label: msg("menu.imagenet") },
+  { name: "teach", path: "/demos/teach", label: msg("menu.teach") },
 ];
 
 // The demo this address shows: "/" is ImageNet recognition, "/demos/NAME" is NAME.

@@ -15,6 +15,7 @@
 
 import { CamView } from "../cam.js";
 import { msg, PageError, say, startI18n } from "../i18n.js";
+import { startMenu } from "../menu.js";
 import * as api from "./teach_api.js";
 import { Camera } from "./teach_camera.js";
 import { CurvesChart } from "./teach_chart.js";
@@ -553,6 +554,7 @@ async function openFirstProject() {
 }
 
 async function start() {
+  startMenu();
   $("new-project").addEventListener("submit", createProject);
   $("new-class").addEventListener("submit", addClass);
   $("camera-toggle").addEventListener("click", toggleCamera);
