@@ -2,6 +2,8 @@
 // the page grabs square frames as JPEG blobs, to add samples (HOLD a button: a frame every
 // 100 ms while it is pressed) or to preview the trained classifier live.
 
+import { PageError } from "../i18n.js";
+
 // The side of the square frames sent to the server: the backbones read 224 x 224.
 export const FRAME_SIZE = 224;
 // A burst's pace while the button is held.
@@ -62,7 +64,7 @@ export class Camera {
     );
     return new Promise((resolve, reject) => {
       this.canvas.toBlob(
-        (blob) => (blob ? resolve(blob) : reject(new Error("toBlob"))),
+        (blob) => (blob ? resolve(blob) : reject(new PageError("teach.frame_failed"))),
         "image/jpeg",
         0.9,
       );
