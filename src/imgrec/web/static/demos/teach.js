@@ -20,7 +20,7 @@ import * as api from "./teach_api.js";
 import { Camera } from "./teach_camera.js";
 import { CurvesChart } from "./teach_chart.js";
 import { renderEvaluation, renderTop } from "./teach_results.js";
-import { ClassList } from "./teach_samples.js";
+import { ClassList, droppedClasses } from "./teach_samples.js";
 
 const $ = (id) => document.getElementById(id);
 const STORAGE_KEY = "imgrec-teach-project";
@@ -133,6 +133,7 @@ async function openProject(id) {
     project = null;
   }
   remember(opened.id);
+  showOptions(opened.run?.options);
   await showProject(opened);
   main.dataset.state = "open";
   showRun(opened.run);
@@ -272,6 +273,28 @@ function paste(event) {
   queueSamples(classes.current, images);
 }
 
+// A folder of class folders dropped on the list (not on a card): a class per subfolder,
+// made by its first upload.
+function listenForFolders(panel) {
+  for (const type of ["dragenter", "dragover"]) {
+    panel.addEventListener(type, (event) => {
+      if (!project) return;
+      event.preventDefault();
+      panel.classList.add("over");
+    });
+  }
+  panel.addEventListener("dragleave", (event) => {
+    if (!panel.contains(event.relatedTarget)) panel.classList.remove("over");
+  });
+  panel.addEventListener("drop", async (event) => {
+    panel.classList.remove("over");
+    if (!project) return;
+    event.preventDefault();
+    const found = await attempt(() => droppedClasses(event.dataTransfer, classes.current));
+    for (const [name, files] of found ?? []) queueSamples(name, files);
+  });
+}
+
 // ---- the camera -----------------------------------------------------------------------------
 
 async function toggleCamera() {
@@ -295,6 +318,17 @@ async function toggleCamera() {
 }
 
 // ---- training -------------------------------------------------------------------------------
+
+// The form shows the options of the project's last run (a page opened again, or another
+// project) until they are changed.
+function showOptions(options) {
+  if (!options) return;
+  if (options.backbone) $("backbone").value = options.backbone;
+  if (options.epochs) $("epochs").value = String(options.epochs);
+  if (options.batch_size) $("batch-size").value = String(options.batch_size);
+  if (options.learning_rate) $("learning-rate").value = String(options.learning_rate);
+  if (options.augment !== undefined) $("augment").checked = Boolean(options.augment);
+}
 
 function trainingOptions() {
   return {
@@ -566,6 +600,7 @@ async function start() {
   $("preview-live").addEventListener("click", togglePreview);
   $("preview-file").addEventListener("change", previewPhoto);
   document.addEventListener("paste", paste);
+  listenForFolders($("classes-panel"));
   window.addEventListener("hashchange", () => {
     const id = projectFromUrl();
     if (id && id !== project?.id) attempt(() => openProject(id));

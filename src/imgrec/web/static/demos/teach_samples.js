@@ -17,27 +17,61 @@ async function filesOf(entry) {
     return [await new Promise((resolve, reject) => entry.file(resolve, reject))];
   }
   if (!entry.isDirectory) return [];
-  const reader = entry.createReader();
+  const nested = await Promise.all((await childrenOf(entry)).map(filesOf));
+  return nested.flat();
+}
+
+const isImage = (file) =>
+  IMAGE.test(file.type) || /\.(jpe?g|png|gif|bmp|webp)$/i.test(file.name);
+
+function entriesOf(dataTransfer) {
+  return Array.from(dataTransfer.items ?? [])
+    .map((item) => item.webkitGetAsEntry?.())
+    .filter(Boolean);
+}
+
+async function childrenOf(folder) {
+  const reader = folder.createReader();
   const children = [];
-  // readEntries answers a page at a time, and an empty page at the end.
   for (;;) {
     const page = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
-    if (!page.length) break;
+    if (!page.length) return children;
     children.push(...page);
   }
-  const nested = await Promise.all(children.map(filesOf));
-  return nested.flat();
 }
 
 // The image files a drop carries, folders included.
 export async function droppedImages(dataTransfer) {
-  const entries = Array.from(dataTransfer.items ?? [])
-    .map((item) => item.webkitGetAsEntry?.())
-    .filter(Boolean);
+  const entries = entriesOf(dataTransfer);
   const files = entries.length
     ? (await Promise.all(entries.map(filesOf))).flat()
     : Array.from(dataTransfer.files);
-  return files.filter((file) => IMAGE.test(file.type) || /\.(jpe?g|png|gif|bmp|webp)$/i.test(file.name));
+  return files.filter(isImage);
+}
+
+// A drop on the class list, as class name -> image files: a folder of class folders
+// (imgrec's layout, and the samples' zip unpacked) gives a class per subfolder; a folder
+// of images, a class of its name; loose files go to `current` (none: they are left out).
+export async function droppedClasses(dataTransfer, current) {
+  const found = new Map();
+  const add = (name, files) => {
+    const images = files.filter(isImage);
+    if (name && images.length) found.set(name, [...(found.get(name) ?? []), ...images]);
+  };
+  for (const entry of entriesOf(dataTransfer)) {
+    if (entry.isFile) {
+      add(current, await filesOf(entry));
+      continue;
+    }
+    const children = await childrenOf(entry);
+    const folders = children.filter((child) => child.isDirectory);
+    if (!folders.length) {
+      add(entry.name, (await Promise.all(children.map(filesOf))).flat());
+      continue;
+    }
+    for (const folder of folders) add(folder.name, await filesOf(folder));
+  }
+  return found;
 }
 
 function button(className, message) {
@@ -195,6 +229,7 @@ export class ClassList {
     card.addEventListener("dragleave", () => card.classList.remove("over"));
     card.addEventListener("drop", async (event) => {
       event.preventDefault();
+      event.stopPropagation(); // not a drop on the list as well
       card.classList.remove("over");
       this.select(view.name);
       try {
