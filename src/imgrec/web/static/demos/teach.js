@@ -130,10 +130,10 @@ async function openProject(id) {
     samples.clear();
     classes.clear();
     clearPreview();
+    showOptions(opened.run?.options);
     project = null;
   }
   remember(opened.id);
-  showOptions(opened.run?.options);
   await showProject(opened);
   main.dataset.state = "open";
   showRun(opened.run);
