@@ -32,6 +32,7 @@ def run_serve(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         log_level="warning" if args.quiet or args.json else "info",
         on_ready=announce,
+        projects_dir=args.projects,
     )
     return 0
 
@@ -48,6 +49,11 @@ SERVE = Command(
         ),
         flags.flag("--port", type=int, default=8000, help="TCP port, 0 for a free one"),
         flags.flag("--models", metavar="DIR", help="a folder of .keras models to offer"),
+        flags.flag(
+            "--projects",
+            metavar="DIR",
+            help="the Teach demo's projects, one class folder each (default: IMGREC_HOME/projects)",
+        ),
         flags.flag(
             "--allow-host",
             action="append",

@@ -26,6 +26,8 @@ Routes:
     GET  /api/colormaps         the colours the page paints a heatmap with
     GET  /api/layers            a model's layers and their output shapes
     POST /api/activations       one layer's feature maps for a photo
+    /api/projects/...           the Teach demo: projects of labelled photos, training
+                                runs, the taught models (``imgrec.web.routes.teach``)
 
 The routes live in ``imgrec.web.routes``, one module per concern (pages, models,
 files, inference); what they take (settings, the image of a request) in
@@ -64,6 +66,8 @@ from imgrec.web.model_cache import ModelCache
 from imgrec.web.routes import ROUTERS
 from imgrec.web.routes.inference import DEFAULT_COLORMAP
 from imgrec.web.routes.pages import static_dir
+from imgrec.web.teach.service import TeachService
+from imgrec.web.teach.store import Quota
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -104,6 +108,9 @@ def create_app(
     max_fetches: int = DEFAULT_MAX_FETCHES,
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    projects_dir: str | os.PathLike | None = None,
+    project_quota: Quota | None = None,
+    teach_workers: bool = True,
 ) -> FastAPI:
     """Build the web application (serve it with uvicorn, or test it with TestClient).
 
@@ -128,6 +135,11 @@ def create_app(
             ``imgrec.core.images.decode_cost``; a request waits for room (503 after
             30 s), an image that alone needs more gets a 413.
         body_timeout: seconds a request's body may take to arrive (408 after).
+        projects_dir: the Teach demo's projects folder (default
+            ``imgrec_home()/projects``, created on the first Teach request).
+        project_quota: what the projects may hold (``imgrec.web.teach.store.Quota``).
+        teach_workers: compute a sample's features when it is added, and keep a
+            training process started ahead of need; False leaves both to "Train".
 
     Returns:
         The FastAPI application.
@@ -145,9 +157,18 @@ def create_app(
         "with a 4xx status.",
         form_limits={"max_files": 1, "max_fields": 16},
     )
+    lock = threading.Lock()
+    teach = TeachService(
+        projects_dir,
+        quota=project_quota,
+        lock=lock,
+        prewarm=teach_workers,
+        prefetch=teach_workers,
+    )
+    app.state.teach = teach
     app.state.imgrec = ServerSettings(
-        catalog=ModelCatalog(models_dir),
-        cache=ModelCache(cache_size, lock=threading.Lock(), runtime=runtime),
+        catalog=ModelCatalog(models_dir, extra=teach.catalog_entries),
+        cache=ModelCache(cache_size, lock=lock, runtime=runtime),
         allow_hosts=AllowList(allow_hosts),
         upload_limit=upload_limit,
         fetch_timeout=fetch_timeout,

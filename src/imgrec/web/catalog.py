@@ -14,6 +14,7 @@ it appears on the page's next load, and a file replaced on disk gets a new versi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class CatalogEntry:
     Args:
         name: what the API takes (``"mobilenet_v2"``, ``"pets.keras"``).
         label: what people read (``"MobileNetV2"``, ``"pets.keras"``).
-        kind: ``"zoo"`` or ``"file"``.
+        kind: ``"zoo"``, ``"file"`` or ``"teach"`` (a Teach project's latest model).
         source: what ``imgrec.load_model`` takes: a zoo name or the file's path.
         version: changes when the file changes (its size and modification time);
             empty for zoo networks.
@@ -52,12 +53,19 @@ class ModelCatalog:
 
     Args:
         models_dir: the folder of ``.keras`` files, or ``None`` for zoo networks only.
+        extra: called on every lookup for more entries (the Teach projects' models,
+            ``imgrec.web.teach``), listed after the files.
 
     Raises:
         ModelError: ``models_dir`` is given but is not a folder.
     """
 
-    def __init__(self, models_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        models_dir: str | os.PathLike | None = None,
+        extra: Callable[[], list[CatalogEntry]] | None = None,
+    ) -> None:
+        self.extra = extra
         self.models_dir = Path(models_dir).expanduser() if models_dir is not None else None
         if self.models_dir is not None and not self.models_dir.is_dir():
             raise ModelError(f"{self.models_dir}: no such folder (the models folder)")
@@ -69,8 +77,8 @@ class ModelCatalog:
         )
 
     def entries(self) -> list[CatalogEntry]:
-        """Every model on offer: zoo networks in the zoo's order, then files by name."""
-        return [*self._zoo, *self._files()]
+        """Every model on offer: zoo networks in the zoo's order, files by name, the extra."""
+        return [*self._zoo, *self._files(), *(self.extra() if self.extra else [])]
 
     def default(self) -> str | None:
         """The name the page selects first: the zoo's default when offered, else the first."""

@@ -18,6 +18,7 @@ from imgrec.web import ort_web, schemas
 from imgrec.web.catalog import UnknownModelError
 from imgrec.web.fetch import ForbiddenHostError, InvalidURLError, ResponseTooLargeError
 from imgrec.web.limits import DecodeTooLargeError, ServerBusyError
+from imgrec.web.teach.store import ConflictError, NotFoundError, QuotaError
 
 _log = logging.getLogger("imgrec.web.app")
 
@@ -33,6 +34,9 @@ ERROR_STATUS: tuple[tuple[type[ImgrecError], int], ...] = (
     (ort_web.UnknownAssetError, 404),
     (ort_web.BrowserRuntimeMissingError, 503),
     (ServerBusyError, 503),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (QuotaError, 413),
     (ImgrecError, 422),
 )
 # How long a client told the server is busy should wait before it tries again.

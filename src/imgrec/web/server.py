@@ -44,6 +44,7 @@ def serve(
     runtime: str = "auto",
     log_level: str = "info",
     on_ready: Callable[[str], None] | None = None,
+    projects_dir: str | os.PathLike | None = None,
 ) -> None:
     """Serve the page and its API until interrupted (Ctrl-C or SIGTERM).
 
@@ -58,6 +59,7 @@ def serve(
         models_dir, upload_limit, allow_hosts, cache_size, runtime: as for ``create_app``.
         log_level: uvicorn's ("info" logs every request, "warning" only problems).
         on_ready: called with the page's URL once the socket listens.
+        projects_dir: the Teach demo's projects folder (as for ``create_app``).
 
     Raises:
         ServeError: the port is out of range or the address cannot be listened on.
@@ -72,6 +74,7 @@ def serve(
         allow_hosts=tuple(allow_hosts),
         cache_size=cache_size,
         runtime=runtime,
+        projects_dir=projects_dir,
     )
     sock = _listen(host, port)
     bound_port = sock.getsockname()[1]

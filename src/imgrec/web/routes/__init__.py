@@ -3,7 +3,8 @@
 - ``pages``: the page itself;
 - ``models``: the networks on offer, their ONNX exports, in-browser inference;
 - ``files``: files served from fixed listings (onnxruntime-web, the sample photos);
-- ``inference``: what networks say about photos (classes, CAM, layers, feature maps).
+- ``inference``: what networks say about photos (classes, CAM, layers, feature maps);
+- ``teach``: the Teach demo's projects, training runs and taught models.
 
 ``/static`` (the page's CSS and JavaScript) and the API documentation pages are
 mounted by ``imgrec.web.app.create_app``.
@@ -13,6 +14,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imgrec.web.routes import files, inference, models, pages
+from imgrec.web.routes import files, inference, models, pages, teach
 
-ROUTERS: tuple[APIRouter, ...] = (pages.router, models.router, files.router, inference.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    pages.router,
+    models.router,
+    files.router,
+    inference.router,
+    teach.router,
+)
