@@ -6,8 +6,9 @@ videos from scikit-image's photos, chelsea (a cat) and coffee, and launches Chro
 per video: with the cat on camera it creates a project and HOLDS the "cat" class's record
 button to capture a burst; with the coffee on camera it reopens the page (the project lives
 on the server, its id in the URL), captures "coffee", trains on the server, and the live
-preview on the webcam must name "coffee"; with the cat on camera again, "cat". The page
-loads nothing from outside the server and logs no script errors.
+preview on the webcam must name "coffee"; reloaded, the page still shows the run, and the
+cat photo uploaded to the preview is named "cat". The page loads nothing from outside the
+server and logs no script errors.
 """
 
 from __future__ import annotations
@@ -176,13 +177,11 @@ def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, vide
             page.click("#add-class")
             page.wait_for_selector(f'.class-card[data-class="{name}"]')
         cats = _record(page, "cat")
-        url = page.url
-        assert "#p=p-" in url
+        parts = urlsplit(page.url)
+        assert parts.fragment.startswith("p=p-")
 
-    # The coffee on camera, the page opened again at its URL: the project is still there.
-    parts = urlsplit(url)
-    path = f"{parts.path}#{parts.fragment}"
-    with camera_page(server_url, videos["coffee"], path) as page:
+    # The coffee on camera, in a new browser at the page's URL: the project is still there.
+    with camera_page(server_url, videos["coffee"], f"{parts.path}#{parts.fragment}") as page:
         page.wait_for_selector('#teach[data-state="open"]')
         assert page.get_attribute('.class-card[data-class="cat"]', "data-samples") == str(cats)
         _record(page, "coffee")
@@ -195,16 +194,19 @@ def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, vide
         assert "training" in states and states[-1] == "done", states
         assert _curve_pixels(page) > 200
         assert "5 epochs" in page.text_content("#train-status")
-        # The evaluation on the held-out samples, and the downloads.
+        assert _live_preview(page) == "coffee"
+
+        # Opened again, the page shows the finished run: its curves, how good it is, the
+        # downloads; and a photo uploaded to the preview (the cat) is named with its CAM.
+        page.reload()
+        page.wait_for_selector('#teach[data-run="done"]')
+        assert _curve_pixels(page) > 200
         assert page.locator("#per-class tbody tr").count() == 2
         assert page.locator("#confusion tbody tr").count() == 2
         for link in ("keras", "onnx", "tflite", "samples"):
             assert page.get_attribute(f"#download-{link}", "href")
-        assert _live_preview(page) == "coffee"
-        assert page.text_content("#preview-cam-caption")
-
-    # The cat on camera again: the same model names it.
-    with camera_page(server_url, videos["cat"], path) as page:
-        page.wait_for_selector('#teach[data-run="done"]')
-        page.uncheck("#show-cam")
-        assert _live_preview(page) == "cat"
+        page.set_input_files("#preview-file", str(sample_path("chelsea")))
+        page.wait_for_selector('#preview-panel[data-preview="done"]', timeout=ANSWER_TIMEOUT_MS)
+        assert page.get_attribute("#preview-class", "data-class") == "cat"
+        assert page.locator("#preview-top li").count() == 2
+        assert page.text_content("#preview-cam-caption").startswith('gradcam for "cat"')
