@@ -66,8 +66,7 @@ from imgrec.web.model_cache import ModelCache
 from imgrec.web.routes import ROUTERS
 from imgrec.web.routes.inference import DEFAULT_COLORMAP
 from imgrec.web.routes.pages import static_dir
-from imgrec.web.teach.service import TeachService
-from imgrec.web.teach.store import Quota
+from imgrec.web.teach.service import TeachConfig, TeachService
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -108,9 +107,7 @@ def create_app(
     max_fetches: int = DEFAULT_MAX_FETCHES,
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    projects_dir: str | os.PathLike | None = None,
-    project_quota: Quota | None = None,
-    teach_workers: bool = True,
+    teach: TeachConfig | None = None,
 ) -> FastAPI:
     """Build the web application (serve it with uvicorn, or test it with TestClient).
 
@@ -135,11 +132,7 @@ def create_app(
             ``imgrec.core.images.decode_cost``; a request waits for room (503 after
             30 s), an image that alone needs more gets a 413.
         body_timeout: seconds a request's body may take to arrive (408 after).
-        projects_dir: the Teach demo's projects folder (default
-            ``imgrec_home()/projects``, created on the first Teach request).
-        project_quota: what the projects may hold (``imgrec.web.teach.store.Quota``).
-        teach_workers: compute a sample's features when it is added, and keep a
-            training process started ahead of need; False leaves both to "Train".
+        teach: the Teach demo's projects folder, quotas and workers (``TeachConfig``).
 
     Returns:
         The FastAPI application.
@@ -157,18 +150,11 @@ def create_app(
         "with a 4xx status.",
         form_limits={"max_files": 1, "max_fields": 16},
     )
-    lock = threading.Lock()
-    teach = TeachService(
-        projects_dir,
-        quota=project_quota,
-        lock=lock,
-        prewarm=teach_workers,
-        prefetch=teach_workers,
-    )
-    app.state.teach = teach
+    cache = ModelCache(cache_size, lock=threading.Lock(), runtime=runtime)
+    app.state.teach = teaching = TeachService(teach, cache.lock)
     app.state.imgrec = ServerSettings(
-        catalog=ModelCatalog(models_dir, extra=teach.catalog_entries),
-        cache=ModelCache(cache_size, lock=lock, runtime=runtime),
+        catalog=ModelCatalog(models_dir, extra=teaching.catalog_entries),
+        cache=cache,
         allow_hosts=AllowList(allow_hosts),
         upload_limit=upload_limit,
         fetch_timeout=fetch_timeout,

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgrec.core.errors import ImgrecError
 from imgrec.web.app import DEFAULT_UPLOAD_LIMIT, create_app
+from imgrec.web.teach.service import TeachConfig
 
 # Seconds a connection has to send a request's headers.
 HEADER_TIMEOUT = 20.0
@@ -74,7 +75,7 @@ def serve(
         allow_hosts=tuple(allow_hosts),
         cache_size=cache_size,
         runtime=runtime,
-        projects_dir=projects_dir,
+        teach=TeachConfig(projects_dir=projects_dir),
     )
     sock = _listen(host, port)
     bound_port = sock.getsockname()[1]

@@ -73,7 +73,7 @@ class FeaturePrefetcher:
                 store = FeatureStore(features_dir(root, backbone_name, size))
                 with self._lock:
                     ensure_features(backbone, store, samples, PLAIN_VIEWS)
-            except Exception:
+            except Exception:  # a sample gone, weights missing: training retries
                 _log.warning("teach: computing features failed", exc_info=True)
             finally:
                 if job is not None:

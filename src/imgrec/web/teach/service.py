@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,33 +29,41 @@ CATALOG_PREFIX = "teach:"
 _MODELS_KEPT = 2
 
 
+@dataclass(frozen=True)
+class TeachConfig:
+    """How a server runs the Teach demo (``create_app(teach=...)``).
+
+    Args:
+        projects_dir: the projects folder (default ``imgrec_home()/projects``, made on
+            the first Teach request).
+        quota: what the projects may hold.
+        workers: compute a sample's features when it is added, and keep a training
+            process started ahead of need; False leaves both to "Train".
+        max_runs: runs that may train at once (one more gets a 503).
+    """
+
+    projects_dir: str | os.PathLike | None = None
+    quota: Quota = field(default_factory=Quota)
+    workers: bool = True
+    max_runs: int = 1
+
+
 class TeachService:
     """The Teach demo's state in one server.
 
     Args:
-        projects_dir: the projects folder (default ``imgrec_home()/projects``).
-        quota: what the projects may hold.
+        config: the settings.
         lock: the server's lock around Keras calls.
-        max_runs: runs that may train at once.
-        prewarm: start a training process ahead of need.
-        prefetch: compute a sample's features when it is added.
     """
 
-    def __init__(
-        self,
-        projects_dir: str | os.PathLike | None = None,
-        *,
-        quota: Quota | None = None,
-        lock: threading.Lock | None = None,
-        max_runs: int = 1,
-        prewarm: bool = True,
-        prefetch: bool = True,
-    ) -> None:
+    def __init__(self, config: TeachConfig | None = None, lock: threading.Lock | None = None):
+        config = config or TeachConfig()
+        projects_dir = config.projects_dir
         self.projects_dir = Path(projects_dir).expanduser() if projects_dir else None
-        self.quota = quota or Quota()
+        self.quota = config.quota
         self.lock = lock if lock is not None else threading.Lock()
-        self.runs = RunManager(max_runs=max_runs, prewarm=prewarm)
-        self.features = FeaturePrefetcher(self.lock, enabled=prefetch)
+        self.runs = RunManager(max_runs=config.max_runs, prewarm=config.workers)
+        self.features = FeaturePrefetcher(self.lock, enabled=config.workers)
         self._store: ProjectStore | None = None
         self._store_lock = threading.Lock()
         self._models: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
@@ -207,4 +216,4 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-__all__ = ["CATALOG_PREFIX", "NotFoundError", "TeachService"]
+__all__ = ["CATALOG_PREFIX", "NotFoundError", "TeachConfig", "TeachService"]

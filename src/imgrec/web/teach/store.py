@@ -60,6 +60,8 @@ RESERVED_CLASS_NAMES = frozenset(
 _FORBIDDEN_CHARACTERS = set('/\\:*?"<>|')
 _SAMPLE_ID = re.compile(r"s-[0-9a-f]{16}")
 _RUN_ID = re.compile(r"r-[0-9a-f]{12}")
+# What imgrec.core.storage.atomic_path names a sample while it is written.
+_SAMPLE_TEMPORARY = re.compile(r"\.s-[0-9a-f]{16}-[a-z0-9_]{8}\.[a-z]+")
 
 
 class TeachStoreError(ImgrecError):
@@ -504,10 +506,18 @@ class ProjectStore:
             self._sweep()
 
     def _sweep(self) -> None:
-        """Remove what a kill left: half-made projects, projects half deleted."""
+        """Remove what a kill left: half-made or half-deleted projects, half-written samples.
+
+        Only names this module's writers make are touched.
+        """
         for item in self.root.iterdir():
             if item.name.startswith((".trash-", ".new-")) and item.is_dir():
                 shutil.rmtree(item, ignore_errors=True)
+        for project in self.projects():
+            for name in project.classes():
+                for path in (project.path / name).iterdir():
+                    if _SAMPLE_TEMPORARY.fullmatch(path.name) and path.is_file():
+                        path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def lock(self, project_id: str) -> Iterator[None]:

@@ -28,22 +28,38 @@ from typing import Any
 ACTIVE_STATES = ("queued", "features", "training")
 
 
-def _exit_with_parent(parent: int) -> None:
-    def read_to_end() -> None:
+def _watch_parent(parent: int) -> None:
+    """Exit at once when the parent process is gone (checked twice a second)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _read_job() -> tuple[threading.Event, list[bytes]]:
+    """Read the job line in the background; then exit when the input ends (the server
+    is gone, however it died). An input that ends before a job: exit at once."""
+    got = threading.Event()
+    box: list[bytes] = []
+
+    def read() -> None:
         try:
+            line = sys.stdin.buffer.readline()
+            if not line.strip():
+                os._exit(0)
+            box.append(line)
+            got.set()
             while sys.stdin.buffer.read(4096):
                 pass
         except (OSError, ValueError):
             pass
         os._exit(3)
 
-    def watch_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(3)
-
-    threading.Thread(target=read_to_end, daemon=True).start()
-    threading.Thread(target=watch_parent, daemon=True).start()
+    threading.Thread(target=read, daemon=True).start()
+    return got, box
 
 
 class _RunFile:
@@ -68,83 +84,15 @@ class _RunFile:
 
 def run_job(project_dir: Path, run_id: str, backbone: Any, resume: bool) -> int:
     """Train run ``run_id`` of the project in ``project_dir``; 0 when it is done."""
-    from imgrec.training.teach import (
-        FeatureBackbone,
-        FeatureStore,
-        Sample,
-        TeachOptions,
-        TeachRun,
-        ensure_features,
-        features_dir,
-        save_taught_model,
-    )
-    from imgrec.web.teach.store import Project, ProjectStore, utc_now, write_json
+    from imgrec.web.teach.store import Project, ProjectStore, utc_now
 
     project = Project(ProjectStore(project_dir.parent, sweep=False), project_dir)
     run_dir = project.run_dir(run_id)
     run = _RunFile(run_dir / "run.json")
     start = time.perf_counter()
     try:
-        options = TeachOptions.from_json(run.data.get("options", {})).check()
-        stored = project.samples()
-        class_names = sorted({s.class_name for s in stored})
-        labels = {name: index for index, name in enumerate(class_names)}
-        samples = [Sample(s.id, s.path, labels[s.class_name]) for s in stored]
-        run.update(state="features", progress={"stage": "features", "done": 0, "total": 0})
-        if backbone is None or (backbone.name, backbone.size) != (
-            options.backbone,
-            options.image_size,
-        ):
-            backbone = FeatureBackbone(options.backbone, options.image_size)
-        store = FeatureStore(features_dir(project.features_dir, backbone.name, backbone.size))
-
-        def on_progress(done: int, total: int) -> None:
-            progress = {"stage": "features", "done": done, "total": total}
-            run.update(force=done == total, progress=progress)
-
-        features = ensure_features(backbone, store, samples, options.views, on_progress)
-        epochs = options.epochs
-        run.update(state="training", progress={"stage": "training", "done": 0, "total": epochs})
-
-        def on_epoch(entry: dict[str, Any]) -> None:
-            history = [*run.data.get("history", []), entry]
-            progress = {"stage": "training", "done": entry["epoch"], "total": epochs}
-            run.update(
-                force=entry["epoch"] == epochs,
-                history=history,
-                epoch=entry["epoch"],
-                progress=progress,
-            )
-
-        teach = TeachRun(
-            backbone,
-            class_names,
-            samples,
-            features,
-            options,
-            on_epoch=on_epoch,
-            checkpoint=run_dir / "checkpoint.npz",
-            model_name=project.meta()["name"],
-        )
-        result = teach.train(resume=run.data.get("history", []) if resume else None)
-        run.update(progress={"stage": "saving", "done": 0, "total": 1})
-        save_taught_model(result.model, run_dir / "model.keras")
-        write_json(
-            project.meta_dir / "model.json",
-            {"run": run_id, "classes": class_names, "finished": utc_now()},
-        )
-        run.update(
-            state="done",
-            progress={"stage": None, "done": 1, "total": 1},
-            history=result.history,
-            epoch=result.epochs_done,
-            metrics=result.metrics,
-            finished=utc_now(),
-            seconds=round(time.perf_counter() - start, 3),
-            resumable=False,
-        )
-        return 0
-    except Exception as err:
+        _train(project, run, backbone, resume)
+    except Exception as err:  # every failure is the run's, reported in it
         (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         run.update(
             state="failed",
@@ -154,6 +102,76 @@ def run_job(project_dir: Path, run_id: str, backbone: Any, resume: bool) -> int:
             resumable=False,
         )
         return 1
+    run.update(state="done", seconds=round(time.perf_counter() - start, 3))
+    return 0
+
+
+def _features(project: Any, run: _RunFile, backbone: Any, options: Any, samples: list) -> tuple:
+    """The backbone (loaded unless the warm one fits) and every sample's features."""
+    from imgrec.training.teach import FeatureBackbone, FeatureStore, ensure_features, features_dir
+
+    run.update(state="features", progress={"stage": "features", "done": 0, "total": 0})
+    wanted = (options.backbone, options.image_size)
+    if backbone is None or (backbone.name, backbone.size) != wanted:
+        backbone = FeatureBackbone(*wanted)
+    store = FeatureStore(features_dir(project.features_dir, *wanted))
+
+    def on_progress(done: int, total: int) -> None:
+        progress = {"stage": "features", "done": done, "total": total}
+        run.update(force=done == total, progress=progress)
+
+    return backbone, ensure_features(backbone, store, samples, options.views, on_progress)
+
+
+def _train(project: Any, run: _RunFile, backbone: Any, resume: bool) -> None:
+    """Features, the new layer, the saved model; progress into ``run`` at each step."""
+    from imgrec.training.teach import Sample, TeachOptions, TeachRun, save_taught_model
+    from imgrec.web.teach.store import utc_now, write_json
+
+    options = TeachOptions.from_json(run.data.get("options", {})).check()
+    stored = project.samples()
+    class_names = sorted({s.class_name for s in stored})
+    labels = {name: index for index, name in enumerate(class_names)}
+    samples = [Sample(s.id, s.path, labels[s.class_name]) for s in stored]
+    backbone, features = _features(project, run, backbone, options, samples)
+    epochs = options.epochs
+    run.update(state="training", progress={"stage": "training", "done": 0, "total": epochs})
+
+    def on_epoch(entry: dict[str, Any]) -> None:
+        progress = {"stage": "training", "done": entry["epoch"], "total": epochs}
+        run.update(
+            force=entry["epoch"] == epochs,
+            history=list(teach.history),  # entry is in it; after a resume, from the checkpoint
+            epoch=entry["epoch"],
+            progress=progress,
+        )
+
+    run_dir = run.path.parent
+    teach = TeachRun(
+        backbone,
+        class_names,
+        samples,
+        features,
+        options,
+        on_epoch=on_epoch,
+        checkpoint=run_dir / "checkpoint.npz",
+        model_name=project.meta()["name"],
+    )
+    result = teach.train(resume=run.data.get("history", []) if resume else None)
+    run.update(progress={"stage": "saving", "done": 0, "total": 1})
+    save_taught_model(result.model, run_dir / "model.keras")
+    run_id = run_dir.name
+    pointer = {"run": run_id, "classes": class_names, "finished": utc_now()}
+    write_json(project.meta_dir / "model.json", pointer)
+    run.update(
+        force=False,
+        progress={"stage": None, "done": 1, "total": 1},
+        history=result.history,
+        epoch=result.epochs_done,
+        metrics=result.metrics,
+        finished=pointer["finished"],
+        resumable=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,29 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.getppid() != args.parent:
         return 3
-    line_holder: list[bytes] = []
-    ready = threading.Event()
-
-    def read_job() -> None:
-        line_holder.append(sys.stdin.buffer.readline())
-        ready.set()
-
-    threading.Thread(target=read_job, daemon=True).start()
+    _watch_parent(args.parent)
+    got, box = _read_job()
     backbone = None
     if args.backbone:
         try:
             from imgrec.training.teach import FeatureBackbone
 
             backbone = FeatureBackbone(args.backbone, args.size)
-        except Exception:
+        except Exception:  # the job loads it again, and reports why not
             backbone = None
-    while not ready.wait(0.5):
-        if os.getppid() != args.parent:
-            return 3
-    line = line_holder[0]
-    if not line.strip():
-        return 0
-    _exit_with_parent(args.parent)
+    got.wait()
+    line = box[0]
     job = json.loads(line)
     return run_job(Path(job["project"]), job["run"], backbone, bool(job.get("resume")))
 
