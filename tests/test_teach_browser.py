@@ -166,10 +166,14 @@ def _live_preview(page) -> str:
     return name
 
 
+# Slow: the server's training process imports TensorFlow and builds the backbone, and the
+# first preview loads the taught model.
+@pytest.mark.slow
 def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, videos):
     # The cat on camera: a new project, two classes, a burst of "cat".
     with camera_page(server_url, videos["cat"], "/demos/teach") as page:
         page.fill("#project-name", "cat or coffee")
+        page.select_option("#image-size", "96")  # the backbone's smallest input: cheapest
         page.click("#create-project")
         page.wait_for_selector('#teach[data-state="open"]')
         for name in ("cat", "coffee"):

@@ -145,7 +145,7 @@ async function openProject(id) {
 async function showProject(next) {
   project = next;
   const current = $("current-project");
-  say(current, msg("teach.current_project", { name: project.name }));
+  say(current, msg("teach.current_project", { name: project.name, size: project.image_size }));
   current.dataset.project = project.id;
   const names = new Set(project.classes.map((entry) => entry.name));
   for (const name of samples.keys()) if (!names.has(name)) samples.delete(name);
@@ -173,7 +173,7 @@ async function createProject(event) {
   const name = $("project-name").value.trim();
   if (!name) return;
   await attempt(async () => {
-    const created = await api.createProject(name);
+    const created = await api.createProject(name, Number($("image-size").value));
     $("project-name").value = "";
     await openProject(created.id);
   });

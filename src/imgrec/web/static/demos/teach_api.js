@@ -34,7 +34,9 @@ async function send(method, path, body) {
 
 // {projects: [summary], limits, backbones}
 export const listProjects = () => getJSON("/api/projects");
-export const createProject = (name) => send("POST", "/api/projects", { name });
+// imageSize: the side the backbone reads the samples at (96 to 224).
+export const createProject = (name, imageSize) =>
+  send("POST", "/api/projects", { name, image_size: imageSize });
 export const getProject = (id) => getJSON(projectPath(id));
 
 export const addClass = (id, name) => send("POST", `${projectPath(id)}/classes`, { name });
