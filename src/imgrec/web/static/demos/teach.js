@@ -400,11 +400,13 @@ function showProgress(run) {
     done,
     total,
     loss: last ? last.loss.toFixed(3) : "-",
-    accuracy: last ? (100 * last.accuracy).toFixed(1) : "-",
+    accuracy: last ? `${(100 * last.accuracy).toFixed(1)}%` : "-",
     seconds: (run.seconds ?? 0).toFixed(1),
     error: run.error ?? "",
   };
-  say(status, STATE_MESSAGES[run.state]?.(params) ?? "");
+  // Features all cached (total 0) is no step of its own: the run is about to train.
+  const state = run.state === "features" && !total ? "queued" : run.state;
+  say(status, STATE_MESSAGES[state]?.(params) ?? "");
 }
 
 // Follow the project's run by server-sent events: "run" on each change (its whole state),
