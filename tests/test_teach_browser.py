@@ -158,6 +158,42 @@ def _curve_pixels(page) -> int:
     return int((close & (pixels[:, 3] > 200)).sum())
 
 
+def _edit_a_class(page, tmp_path: Path) -> None:
+    """A third class: two files uploaded, one pasted, one deleted, renamed, then deleted."""
+    page.fill("#class-name", "tea")
+    page.click("#add-class")
+    card = '.class-card[data-class="tea"]'
+    page.wait_for_selector(card)
+    photos = [sample_path("astronaut"), sample_path("rocket")]
+    page.set_input_files(f"{card} .class-files", [str(photo) for photo in photos])
+    page.wait_for_selector(f'{card}[data-samples="2"]')
+    # A paste goes to the current class (the one last clicked).
+    page.click(f"{card} .thumbs")
+    png = tmp_path / "pasted.png"
+    Image.new("RGB", (64, 48), (40, 120, 200)).save(png)
+    page.evaluate(
+        """async (bytes) => {
+            const file = new File([new Uint8Array(bytes)], "pasted.png", { type: "image/png" });
+            const data = new DataTransfer();
+            data.items.add(file);
+            document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data }));
+        }""",
+        list(png.read_bytes()),
+    )
+    page.wait_for_selector(f'{card}[data-samples="3"]')
+    page.locator(f"{card} .thumb .delete-sample").first.click()
+    page.wait_for_selector(f'{card}[data-samples="2"]')
+    page.fill(f"{card} .class-rename", "tee")
+    page.press(f"{card} .class-rename", "Enter")
+    card = '.class-card[data-class="tee"]'
+    page.wait_for_selector(f"{card}[data-samples='2']")
+    assert page.locator(f"{card} .thumbs img").count() == 2
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"{card} .delete-class")
+    page.wait_for_selector(card, state="detached")
+    assert page.locator(".class-card").count() == 2
+
+
 def _live_preview(page) -> str:
     page.click("#preview-live")
     page.wait_for_selector("#preview-class[data-class]", timeout=ANSWER_TIMEOUT_MS)
@@ -169,7 +205,7 @@ def _live_preview(page) -> str:
 # Slow: the server's training process imports TensorFlow and builds the backbone, and the
 # first preview loads the taught model.
 @pytest.mark.slow
-def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, videos):
+def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, videos, tmp_path):
     # The cat on camera: a new project, two classes, a burst of "cat".
     with camera_page(server_url, videos["cat"], "/demos/teach") as page:
         page.fill("#project-name", "cat or coffee")
@@ -181,6 +217,7 @@ def test_two_classes_from_the_webcam_are_trained_and_recognised(server_url, vide
             page.click("#add-class")
             page.wait_for_selector(f'.class-card[data-class="{name}"]')
         cats = _record(page, "cat")
+        _edit_a_class(page, tmp_path)
         parts = urlsplit(page.url)
         assert parts.fragment.startswith("p=p-")
 
