@@ -112,6 +112,12 @@ def main() -> None:
     import httpx2
 
     scenarios = [tuple(int(n) for n in s.split("x")) for s in args.scenarios.split(",")]
+    print(f"MobileNetV2 at {args.size} px, {args.epochs} epochs; {os.cpu_count()} CPUs")
+    print(
+        f"{'samples':>9} {'upload s':>9} {'train s':>8} {'to model s':>11} {'retrain s':>10} "
+        f"{'held-out':>9} {'baseline s':>11} {'x to model':>11} {'x retrain':>10}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as folder:
         projects = Path(folder) / "projects"
         server = subprocess.Popen(
@@ -121,31 +127,31 @@ def main() -> None:
         )  # fmt: skip
         try:
             url = json.loads(server.stdout.readline())["url"]
-            with httpx2.Client(base_url=url, timeout=1800) as http:
+            with httpx2.Client(base_url=url, timeout=3600) as http:
                 warm, _ = make_project(http, 2, 2, args.size)  # loads TF and the backbone
                 train(http, warm, 1)
-                rows = []
                 for classes, per_class in scenarios:
                     project, upload = make_project(http, classes, per_class, args.size)
                     seconds, run = train(http, project, args.epochs)
                     again, _ = train(http, project, args.epochs)
                     base = baseline(projects / project, args.size, args.epochs)
-                    rows.append((classes, per_class, upload, seconds, again, base, run))
+                    report(classes, per_class, upload, seconds, again, base, run)
         finally:
             server.terminate()
             server.wait(timeout=60)
-    print(f"MobileNetV2 at {args.size} px, {args.epochs} epochs; {os.cpu_count()} CPUs")
+
+
+def report(
+    classes: int, per_class: int, upload: float, seconds: float, again: float, base: float,
+    run: dict,
+) -> None:  # fmt: skip
+    total = upload + seconds
+    accuracy = run["metrics"]["accuracy"]
     print(
-        f"{'samples':>9} {'upload s':>9} {'train s':>8} {'to model s':>11} {'retrain s':>10} "
-        f"{'held-out':>9} {'baseline s':>11} {'x to model':>11} {'x retrain':>10}"
+        f"{classes:>3} x {per_class:<3} {upload:9.1f} {seconds:8.1f} {total:11.1f} "
+        f"{again:10.1f} {accuracy:9.1%} {base:11.1f} {base / total:11.1f} {base / again:10.1f}",
+        flush=True,
     )
-    for classes, per_class, upload, seconds, again, base, run in rows:
-        total = upload + seconds
-        accuracy = run["metrics"]["accuracy"]
-        print(
-            f"{classes:>3} x {per_class:<3} {upload:9.1f} {seconds:8.1f} {total:11.1f} "
-            f"{again:10.1f} {accuracy:9.1%} {base:11.1f} {base / total:11.1f} {base / again:10.1f}"
-        )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ VERB_CALLS = [
     (
         ["serve", "--port", "0", "--allow-host", "10.0.0.0/8", "--upload-limit", "2"],
         ("imgrec.web.server", "serve"),
-        ("host port models_dir upload_limit allow_hosts cache_size runtime log_level on_ready"),
+        "host port models_dir upload_limit allow_hosts cache_size runtime log_level on_ready "
+        "projects_dir",
     ),
     (
         ["explain", "m.keras", "a.jpg", "--out", "x.png", "--method", "cam", "--class", "3"],
@@ -140,9 +141,11 @@ def test_typed_values_arrive_converted(monkeypatch):
     assert recorded["verbose"] == 0
     recorded = stand_in(monkeypatch, "imgrec.web.server", "serve")
     with pytest.raises(Called):
-        main(["serve", "--upload-limit", "2", "--allow-host", "a", "--allow-host", "b"])
+        main(["serve", "--upload-limit", "2", "--allow-host", "a", "--allow-host", "b",
+              "--projects", "teach"])  # fmt: skip
     assert recorded["upload_limit"] == 2 * 2**20
     assert recorded["allow_hosts"] == ["a", "b"]
+    assert recorded["projects_dir"] == "teach"
     recorded = stand_in(monkeypatch, "imgrec.evaluation.report", "evaluate")
     with pytest.raises(Called):
         main(["evaluate", "m.keras", "data", "--top", "3"])

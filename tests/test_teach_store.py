@@ -212,3 +212,27 @@ def test_the_teach_routes_are_in_the_api_description(teach):
         "/api/projects/{project_id}/model.keras",
     ):
         assert path in paths
+
+
+def test_a_run_can_be_cancelled_resumed_and_followed(teach):
+    client, root = teach
+    project = _new_project(client)
+    _upload(client, project, "cat", _png(1), _png(2))
+    _upload(client, project, "dog", _png(3), _png(4))
+    started = client.post(f"/api/projects/{project}/train", json={"epochs": 5})
+    assert started.status_code == 202 and started.json()["state"] == "queued"
+    assert started.json()["active"] and not started.json()["resumable"]
+    cancelled = client.post(f"/api/projects/{project}/train/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    run = cancelled.json()
+    assert run["state"] == "cancelled" and run["resumable"] and not run["active"]
+    assert client.get(f"/api/projects/{project}/run").json()["state"] == "cancelled"
+    on_disk = (root / project / ".teach" / "runs" / run["id"] / "run.json").read_text()
+    assert '"cancelled"' in on_disk
+    with client.stream("GET", f"/api/projects/{project}/events") as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("event: ")]
+    assert events == ["event: project", "event: run", "event: end"]
+    resumed = client.post(f"/api/projects/{project}/train", json={"resume": True})
+    assert resumed.status_code == 202 and resumed.json()["id"] == run["id"]
+    assert resumed.json()["resumed"] == 1
+    assert client.post(f"/api/projects/{project}/train/cancel").json()["state"] == "cancelled"

@@ -176,9 +176,9 @@ class RunManager:
         assert child.run is not None
         project, _ = child.run
         with self._lock:
+            self._reconcile(project, exit_code=child.process.returncode, ended=child)
             if self._running.get(str(project.path)) is child:
                 del self._running[str(project.path)]
-            self._reconcile(project, exit_code=child.process.returncode)
         if child.run is not None:
             meta = project.meta()
             with contextlib.suppress(OSError):
@@ -217,7 +217,9 @@ class RunManager:
             child = self._running.get(str(project.path))
             return child is not None and child.process.poll() is None
 
-    def _reconcile(self, project: Project, exit_code: int | None = None) -> dict | None:
+    def _reconcile(
+        self, project: Project, exit_code: int | None = None, ended: _Child | None = None
+    ) -> dict | None:
         run_id = project.latest_run_id()
         if run_id is None:
             return None
@@ -225,7 +227,7 @@ class RunManager:
         run = read_json(path)
         if run is None:
             return None
-        child = self._running.get(str(project.path))
+        child = ended or self._running.get(str(project.path))
         alive = child is not None and child.process.poll() is None
         if run.get("state") in ACTIVE_STATES and not alive:
             if child is not None and child.cancelled:
