@@ -52,7 +52,7 @@ demo: $(STAMP)
 # Tests run in parallel processes (pytest-xdist), a file's tests in one process: many wait
 # on a child process or a server, so two workers halve the time even on two cores.
 WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --durations=25
 
 # Lint, the import layers (pyproject.toml's import-linter contract) and the whole suite.
 test: $(STAMP) system

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -34,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from warm_imgrec import WarmImgrec
 
 import imgrec
 from imgrec.core import errors
@@ -136,19 +139,38 @@ for request in sys.stdin:
 """
 
 
-class PageRun:
-    """Runs a page's blocks in one working folder, with one Python process for the page."""
+def page_environment() -> dict[str, str]:
+    """The environment of a page's blocks: imgrec's folder first on PATH, and a few more."""
+    bin_dir = str(Path(sys.executable).parent)
+    return os.environ | {
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "DOCS_REPO": str(REPO),
+        "MPLBACKEND": "Agg",
+        "PYTHONUNBUFFERED": "1",
+    }
 
-    def __init__(self, page: Path, workdir: Path) -> None:
+
+@functools.cache
+def warm_imgrec() -> WarmImgrec:
+    """One warm ``imgrec`` per test process (tests/warm_imgrec.py), ended when it exits."""
+    warm = WarmImgrec(Path(tempfile.mkdtemp(prefix="warm-imgrec-")), page_environment())
+    atexit.register(warm.close)
+    return warm
+
+
+class PageRun:
+    """Runs a page's blocks in one working folder, with one Python process for the page.
+
+    With ``warm``, a block's ``imgrec`` is tests/warm_imgrec.py's launcher: the same
+    command line in a process forked from one that imported TensorFlow already.
+    """
+
+    def __init__(self, page: Path, workdir: Path, warm: WarmImgrec | None = None) -> None:
         self.name = str(page.relative_to(REPO))
         self.workdir = workdir
-        bin_dir = str(Path(sys.executable).parent)
-        self.env = os.environ | {
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-            "DOCS_REPO": str(REPO),
-            "MPLBACKEND": "Agg",
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.env = page_environment()
+        if warm is not None:
+            self.env["PATH"] = str(warm.bin) + os.pathsep + self.env["PATH"]
         self.python: subprocess.Popen | None = None
         self.groups: list[int] = []
         self.log = workdir.parent / (workdir.name + ".python.log")
@@ -329,7 +351,7 @@ def run_page(page: Path, tmp_path: Path) -> None:
     work.mkdir()
     for name in ("chelsea", "coffee"):
         shutil.copy(sample_path(name), work / f"{name}.png")
-    run = PageRun(page, work)
+    run = PageRun(page, work, warm_imgrec())
     try:
         for block in read_blocks(page):
             run.run(block)

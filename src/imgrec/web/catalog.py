@@ -9,19 +9,30 @@ listing.
 
 The folder is listed again on every lookup (one ``scandir``), so a model copied into
 it appears on the page's next load, and a file replaced on disk gets a new version.
+
+A demo finds its model by the architecture imgrec recorded when it trained the file
+(``find_architecture``): that is read from the file's ``imgrec.json`` member alone,
+without loading the model, once per file version.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.core.choices import DEFAULT_MODEL
 from imgrec.core.errors import ModelError
+from imgrec.models.loading import METADATA_MEMBER
 from imgrec.models.registry import ZOO_KIND, get_model_entry, list_models
 from imgrec.models.zoo import ZooEntry, keras_cached_weights
+
+# Larger than any training record, small enough to read at once.
+_MAX_METADATA_BYTES = 4 << 20
 
 
 class UnknownModelError(ModelError):
@@ -75,6 +86,8 @@ class ModelCatalog:
         self._zoo = tuple(
             CatalogEntry(e.name, e.display_name, "zoo", e.name) for e in zoo if _weights_here(e.zoo)
         )
+        self._architectures: dict[CatalogEntry, str | None] = {}
+        self._architectures_lock = threading.Lock()
 
     def entries(self) -> list[CatalogEntry]:
         """Every model on offer: zoo networks in the zoo's order, files by name, the extra."""
@@ -98,6 +111,24 @@ class ModelCatalog:
                 return entry
         offered = ", ".join(entry.name for entry in self.entries()) or "none"
         raise UnknownModelError(f"unknown model {name!r}; models on offer: {offered}")
+
+    def find_architecture(self, architecture: str) -> CatalogEntry | None:
+        """The first file, by name, that imgrec trained as ``architecture``; None if none.
+
+        Args:
+            architecture: a chapter network's name (``"mnist-cnn"``), as ``imgrec
+                train --arch`` records it in the file's metadata.
+        """
+        for entry in self._files():
+            if self._architecture(entry) == architecture:
+                return entry
+        return None
+
+    def _architecture(self, entry: CatalogEntry) -> str | None:
+        with self._architectures_lock:
+            if entry not in self._architectures:
+                self._architectures[entry] = _trained_architecture(Path(entry.source))
+            return self._architectures[entry]
 
     def _files(self) -> list[CatalogEntry]:
         if self.models_dir is None:
@@ -128,3 +159,22 @@ def _weights_here(entry: ZooEntry) -> bool:
         or (entry.offline and entry.offline.path())
         or (entry.torch_hub and entry.torch_hub.path())
     )
+
+
+def _trained_architecture(path: Path) -> str | None:
+    """The architecture in a ``.keras`` file's training record; None if it has none.
+
+    Only the small metadata member is read (its declared size checked first); a file
+    that is not a zip, or whose metadata is damaged, simply has none here.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(METADATA_MEMBER)
+            if info.file_size > _MAX_METADATA_BYTES:
+                return None
+            with archive.open(info) as member:
+                data = json.loads(member.read(_MAX_METADATA_BYTES + 1))
+        architecture = data["training"]["architecture"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
+    return architecture if isinstance(architecture, str) else None

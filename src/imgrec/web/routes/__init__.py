@@ -5,6 +5,7 @@
 - ``files``: files served from fixed listings (onnxruntime-web, the sample photos);
 - ``inference``: what networks say about photos (classes, CAM, layers, feature maps);
 - ``teach``: the Teach demo's projects, training runs and taught models.
+- ``digits``: the "Draw a digit" demo's network.
 
 ``/static`` (the page's CSS and JavaScript) and the API documentation pages are
 mounted by ``imgrec.web.app.create_app``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imgrec.web.routes import files, inference, models, pages, teach
+from imgrec.web.routes import digits, files, inference, models, pages, teach
 
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
@@ -22,4 +23,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     files.router,
     inference.router,
     teach.router,
+    digits.router,
 )

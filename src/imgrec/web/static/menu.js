@@ -8,6 +8,7 @@ import { msg, say } from "./i18n.js";
 
 export const DEMOS = [
   { name: "imagenet", path: "/", label: msg("menu.imagenet") },
+  { name: "draw", path: "/demos/draw", label: msg("menu.draw") },
   { name: "teach", path: "/demos/teach", label: msg("menu.teach") },
 ];
 

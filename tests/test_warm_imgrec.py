@@ -1,0 +1,101 @@
+"""The docs' ``imgrec`` (tests/warm_imgrec.py) behaves as the console script does.
+
+The docs' blocks run ``imgrec`` through a launcher that forks a process which imported
+TensorFlow already: the output, the files, the exit codes and the end of a command
+whose launcher is killed must be those of the real command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from test_docs import page_environment, warm_imgrec
+
+from imgrec.core.samples import sample_path
+
+
+def _bash(script: str, cwd: Path, *, warm: bool = True) -> subprocess.CompletedProcess:
+    env = page_environment()
+    if warm:
+        env["PATH"] = str(warm_imgrec().bin) + os.pathsep + env["PATH"]
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    shutil.copy(sample_path("chelsea"), tmp_path / "chelsea.png")
+    return tmp_path
+
+
+def test_the_launcher_is_the_one_on_path(folder):
+    assert _bash("command -v imgrec", folder).stdout.strip() == str(warm_imgrec().bin / "imgrec")
+    assert _bash("command -v imgrec", folder, warm=False).stdout.strip() == str(
+        Path(sys.executable).parent / "imgrec"
+    )
+
+
+def test_output_files_and_exit_codes_are_the_real_commands(folder):
+    command = "imgrec detect chelsea.png --detector cat-face --json --out boxes.png"
+    warm = _bash(command, folder)
+    assert warm.returncode == 0, warm.stderr
+    warm_png = (folder / "boxes.png").read_bytes()  # written in the block's folder
+    (folder / "boxes.png").unlink()
+    cold = _bash(command, folder, warm=False)
+    assert _untimed(warm.stdout) == _untimed(cold.stdout)
+    assert warm_png == (folder / "boxes.png").read_bytes()
+
+    missing = _bash("imgrec detect missing.png", folder)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("imgrec: error: ") and "missing.png" in missing.stderr
+    usage = _bash("imgrec detect", folder)
+    assert usage.returncode == 2 and "usage: imgrec detect" in usage.stderr
+    # stdin reaches the command; a variable the warm process did not start with makes the
+    # launcher run the real imgrec, which gives the same answer.
+    again = _bash(f"echo | EXTRA=1 {command}", folder).stdout
+    assert _untimed(again) == _untimed(warm.stdout)
+
+
+def _untimed(output: str) -> dict:
+    """The command's JSON answer without its time, which differs from run to run."""
+    answer = json.loads(output)
+    return {key: value for key, value in answer.items() if "seconds" not in key}
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_killing_the_launcher_ends_its_command(folder):
+    script = (
+        "imgrec serve --port 0 --json > server.json 2> server.log & launcher=$!\n"
+        "until [ -s server.json ]; do kill -0 $launcher; sleep 0.2; done\n"
+        "kill $launcher\n"
+    )
+    done = _bash(script, folder)
+    assert done.returncode == 0, done.stderr
+    url = json.loads((folder / "server.json").read_text())["url"]
+    deadline = time.monotonic() + 30
+    while _answers(url) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _answers(url), f"{url} still answers after its launcher was killed"
