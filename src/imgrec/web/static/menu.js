@@ -16,6 +16,7 @@ export const DEMOS = [
     path: "/demos/super-resolution",
     label: msg("menu.super-resolution"),
   },
+  { name: "teach", path: "/demos/teach", label: msg("menu.teach") },
 ];
 
 // The demo this address shows: "/" is ImageNet recognition, "/demos/NAME" is NAME.
