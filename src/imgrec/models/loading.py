@@ -24,15 +24,14 @@ from imgrec.core.errors import ModelError
 from imgrec.core.storage import atomic_path
 from imgrec.models.file_check import check_keras_archive, check_model_shapes
 from imgrec.models.labels import imagenet_class_names
-from imgrec.models.metadata import (
-    METADATA_MEMBER,
-    ModelInfo,
-    attach_info,
-    model_info,
-    stored_metadata,
-)
+from imgrec.models.metadata import ModelInfo, attach_info, model_info
 from imgrec.models.preprocessing import Preprocessing
 from imgrec.models.pretrained import load_pretrained
+
+METADATA_MEMBER = "imgrec.json"
+# The largest imgrec.json that stored_architecture reads (a training record with its
+# history and a VAE's latent sample is well under 1 MB).
+MAX_METADATA_BYTES = 4 << 20
 
 
 def load_model(
@@ -100,7 +99,15 @@ def stored_architecture(path: str | os.PathLike) -> str | None:
         The record's ``architecture`` (``"conv-vae"``, ``"cifar-cnn"``...), or None for a
         file that is not a zip, has no imgrec metadata, or was not trained by imgrec.
     """
-    config = stored_metadata(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(METADATA_MEMBER)
+            if info.file_size > MAX_METADATA_BYTES:
+                return None
+            with archive.open(info) as member:  # a header may understate the size
+                config = json.loads(member.read(MAX_METADATA_BYTES + 1))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return None
     training = config.get("training") if isinstance(config, dict) else None
     architecture = training.get("architecture") if isinstance(training, dict) else None
     return architecture if isinstance(architecture, str) else None

@@ -6,9 +6,6 @@ inside the ``.keras`` file when the model is saved.
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +18,6 @@ from imgrec.models.outputs import class_probabilities as class_probabilities
 from imgrec.models.preprocessing import Preprocessing
 
 _ATTRIBUTE = "_imgrec_info"
-
-# The member of a ``.keras`` file (a zip) that holds this record.
-METADATA_MEMBER = "imgrec.json"
-# The largest record read without Keras (a training record with its history and a VAE's
-# latent sample is well under 1 MB).
-MAX_METADATA_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -90,22 +81,3 @@ def model_info(model: keras.Model) -> ModelInfo:
             "build it with imgrec.load_model"
         )
     return info
-
-
-def stored_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The record inside a ``.keras`` file, read without Keras; None if there is none.
-
-    Only the small ``imgrec.json`` member is read (at most :data:`MAX_METADATA_BYTES`,
-    else None): nothing is loaded or built, so this is cheap enough for a listing. A
-    file that is not a zip, or whose record is damaged, has none.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(METADATA_MEMBER)
-            if info.file_size > MAX_METADATA_BYTES:
-                return None
-            with archive.open(info) as member:  # a header may understate the size
-                config = json.loads(member.read(MAX_METADATA_BYTES + 1))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
-        return None
-    return config if isinstance(config, dict) else None

@@ -27,8 +27,10 @@ can list the networks without starting TensorFlow.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgrec.core.errors import ImageError, ModelError
-from imgrec.models.metadata import stored_metadata
 
 if TYPE_CHECKING:
     import keras
@@ -48,6 +49,8 @@ SCALE = 2
 PATCH = 32
 DEFAULT_TILE = 128
 # imgrec.json inside a .keras file is small; more than this is not imgrec's.
+_MAX_METADATA_BYTES = 1 << 20
+_METADATA_MEMBER = "imgrec.json"
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,25 @@ def upscale(
     return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The imgrec metadata inside a ``.keras`` file, read without Keras; None if none.
+
+    Only the small ``imgrec.json`` member is read (at most 1 MiB, else None): nothing
+    is loaded or built, so this is cheap enough for a listing.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(_METADATA_MEMBER)
+            if info.file_size > _MAX_METADATA_BYTES:
+                return None
+            with archive.open(info) as member:
+                data = member.read(_MAX_METADATA_BYTES + 1)
+        config = json.loads(data)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def super_resolution_architecture(path: str | os.PathLike) -> str | None:
     """The super-resolution architecture a ``.keras`` file says it holds, or None.
 
@@ -249,7 +271,7 @@ def super_resolution_architecture(path: str | os.PathLike) -> str | None:
     """
     if not str(path).endswith(".keras") or not Path(path).is_file():
         return None
-    training = (stored_metadata(path) or {}).get("training")
+    training = (read_metadata(path) or {}).get("training")
     if not isinstance(training, dict) or training.get("kind") != SUPER_RESOLUTION:
         return None
     arch = training.get("architecture")
