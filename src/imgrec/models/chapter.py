@@ -74,6 +74,9 @@ class ChapterArchitecture:
         default_num_classes: the chapter's number of classes.
         min_input_size: the smallest height and width the network accepts.
         suggested_augmentation: augmentation that helps this network, in words.
+        tta: the test-time augmentation recorded in the models this recipe trains
+            (``"flip"``, ``"flip,shift"``; ``imgrec.models.tta``), which ``evaluate``
+            and ``predict`` then use by default; ``None``: none.
     """
 
     name: str
@@ -88,6 +91,7 @@ class ChapterArchitecture:
     default_num_classes: int = 10
     min_input_size: int = 1
     suggested_augmentation: str = ""
+    tta: str | None = None
 
 
 # --------------------------------------------------------------------------- checks
