@@ -221,6 +221,10 @@ def test_the_recorded_tta_is_the_default_and_tta_none_turns_it_off(tmp_path, cap
     capsys.readouterr()
     assert main(["evaluate", str(model_file), str(data), "--runtime", "keras"]) == 0
     assert "6 images (test split, test-time augmentation flip)" in capsys.readouterr().out
+    assert main(["predict", str(photo), "--model", str(model_file), "--runtime", "keras"]) == 0
+    assert "asymmetric, weights: chosen, test-time augmentation flip" in capsys.readouterr().out
+    assert main(["evaluate", str(model_file), "--classifier", "c.keras", "--tta", "flip"]) != 0
+    assert "--tta" in capsys.readouterr().err
     assert main(["predict", str(photo), "--model", str(model_file), "--tta", "sideways"]) != 0
     assert "'sideways'" in capsys.readouterr().err
 
