@@ -7,6 +7,7 @@ seeded weights (never trained), and one in-process ONNX export for the module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -288,3 +289,27 @@ def test_a_damaged_recorded_tta_names_the_file(exported, tmp_path):
     Path(f"{copy}.json").write_text(json.dumps(sidecar))
     with pytest.raises(ModelError, match=r"copy\.onnx\.json.*'upside-down'"):
         open_onnx(copy)
+
+
+def test_predict_ray_sends_the_resolved_tta_to_its_workers(exported, tmp_path, monkeypatch):
+    """The driver's side of ``--engine ray``, without starting Ray: the recorded TTA, or
+    the one asked for, travels in the ``WorkerModel`` and is in the summary."""
+    pytest.importorskip("ray")
+    from imgrec.prediction import ray_batch
+
+    sent = []
+
+    @contextlib.contextmanager
+    def no_ray(ray, address, workers):
+        yield 1.0
+
+    def capture(ray, todo, spec, table, summary, *, verbose):
+        sent.append(spec)
+
+    monkeypatch.setattr(ray_batch, "_ray_session", no_ray)
+    monkeypatch.setattr(ray_batch, "_run", capture)
+    Image.fromarray(grey_images(1)[0, :, :, 0]).save(tmp_path / "a.png")
+    recorded = ray_batch.predict_ray(tmp_path / "a.png", exported, out=tmp_path / "1.csv")
+    asked = ray_batch.predict_ray(tmp_path / "a.png", exported, out=tmp_path / "2.csv", tta="flip")
+    assert [spec.tta for spec in sent] == ["flip,shift", "flip"]
+    assert (recorded["tta"], asked["tta"]) == ("flip,shift", "flip")
