@@ -17,6 +17,7 @@ from imgrec.models.chapter import (
     get_chapter_architecture,
     is_binary_output,
     last_conv_layer,
+    whitening_weights,
 )
 
 # The chapter's published parameter counts, typed in from the text (not computed).
@@ -59,6 +60,45 @@ def test_vgg_bn_is_small_and_has_batch_norm():
     assert arch.learning_rate > 0 and arch.epochs > 0
 
 
+def test_fast_cnn_is_small_with_a_frozen_whitening_layer():
+    model = build_chapter_network("fast-cnn")
+    assert model.count_params() == 291_112  # the count its docstring gives
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights if "bn" not in w.path)
+    assert frozen == 40  # 8 filters of 2 x 2 and their biases
+    assert not model.get_layer("whiten").trainable
+    arch = CHAPTER_ARCHITECTURES["fast-cnn"]
+    assert (arch.optimizer, arch.batch_size, arch.tta) == ("sgd", 256, "flip")
+    assert arch.prepare is not None
+
+
+def test_whitening_makes_the_patch_covariance_the_identity():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 12, 12, 1)).astype(np.float64)
+    images = (images + np.roll(images, 1, axis=2)) / 2  # neighbours correlate
+    kernel, bias = whitening_weights(images, epsilon=0.0)
+    assert kernel.shape == (2, 2, 1, 8)
+    windows = np.lib.stride_tricks.sliding_window_view(images / 255, (2, 2), axis=(1, 2))
+    patches = windows.reshape(-1, 4)
+    filters = kernel.reshape(4, 8).T  # rows i, j of the patch, as the windows are
+    white = patches @ filters[:4].T + bias[:4]
+    np.testing.assert_allclose(white.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(np.cov(white.T, bias=True), np.eye(4), atol=1e-3)
+    np.testing.assert_allclose(filters[4:], -filters[:4])
+
+
+def test_prepare_sets_the_whitening_layer_as_a_convolution_of_the_patches():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (30, 9, 9, 1)).astype(np.float32)
+    model = build_chapter_network("fast-cnn", input_shape=(9, 9, 1), num_classes=3)
+    CHAPTER_ARCHITECTURES["fast-cnn"].prepare(model, images)
+    kernel, bias = whitening_weights(images)
+    probe = keras.Model(model.input, model.get_layer("whiten").output)
+    out = keras.ops.convert_to_numpy(probe(images[:2], training=False))
+    # Output pixel (y, x) whitens the patch at rows y..y+1 and columns x..x+1.
+    patch = images[1, 3:5, 6:8, 0].reshape(4) / 255
+    np.testing.assert_allclose(out[1, 3, 6], kernel.reshape(4, 8).T @ patch + bias, atol=1e-4)
+
+
 def test_every_architecture_describes_a_recipe():
     for name, arch in CHAPTER_ARCHITECTURES.items():
         assert arch.name == name
@@ -80,7 +120,7 @@ def test_catdog_with_three_classes_is_softmax():
     assert model.layers[-1].activation.__name__ == "softmax"
 
 
-@pytest.mark.parametrize("name", ["cifar-cnn", "mnist-cnn", "vgg-bn"])
+@pytest.mark.parametrize("name", ["cifar-cnn", "mnist-cnn", "vgg-bn", "fast-cnn"])
 def test_two_classes_are_two_softmax_units_except_catdog(name):
     model = build_chapter_network(name, num_classes=2)
     assert model.output_shape == (None, 2)
@@ -89,7 +129,7 @@ def test_two_classes_are_two_softmax_units_except_catdog(name):
 
 @pytest.mark.parametrize(
     ("name", "smallest"),
-    [("cifar-cnn", 8), ("catdog-cnn", 10), ("mnist-cnn", 6), ("vgg-bn", 8)],
+    [("cifar-cnn", 8), ("catdog-cnn", 10), ("mnist-cnn", 6), ("vgg-bn", 8), ("fast-cnn", 8)],
 )
 def test_smallest_input_builds_and_smaller_raises(name, smallest):
     model = build_chapter_network(name, input_shape=(smallest, smallest + 3, 1), num_classes=4)
@@ -174,6 +214,7 @@ def test_binary_forward_pass_is_one_probability():
         ("catdog-cnn", "conv2"),
         ("mnist-cnn", "conv2"),
         ("vgg-bn", "block3_relu2"),
+        ("fast-cnn", "block3_gelu2"),
     ],
 )
 def test_last_conv_layer_is_the_last_feature_map(name, layer):
@@ -244,7 +285,7 @@ def test_importing_the_chapter_module_does_not_start_keras():
 
     code = (
         "import sys, imgrec.models.chapter as c\n"
-        "assert len(c.CHAPTER_ARCHITECTURES) == 4\n"
+        "assert len(c.CHAPTER_ARCHITECTURES) == 5\n"
         "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

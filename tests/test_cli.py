@@ -46,7 +46,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch, module: str, name: str, real=None)
 # keep the API's defaults), space-separated.
 VERB_CALLS = [
     (
-        "predict a.jpg b.jpg --top 3 --csv x.csv --batch-size 4 --tta flip".split(),
+        shlex.split("predict a.jpg b.jpg --top 3 --csv x.csv --batch-size 4 --tta flip"),
         ("imgrec.prediction", "predict_many"),
         "images model top weights runtime batch_size verbose tta",
     ),

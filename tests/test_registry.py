@@ -24,7 +24,7 @@ from imgrec.models.registry import (
 )
 from imgrec.models.zoo import ZOO
 
-CHAPTER_NAMES = ["cifar-cnn", "catdog-cnn", "mnist-cnn", "vgg-bn"]
+CHAPTER_NAMES = ["cifar-cnn", "catdog-cnn", "mnist-cnn", "vgg-bn", "fast-cnn"]
 
 
 def test_every_network_of_both_tables_is_listed_once_in_table_order():

@@ -15,6 +15,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import keras as keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -248,3 +249,26 @@ def test_cli_train_summary_and_bad_input(shapes, tmp_path, capsys):
         main(["train", str(shapes), "--augment", "spin=3", "--out", str(tmp_path / "m.keras")]) == 1
     )
     assert "spin" in capsys.readouterr().err
+
+
+def test_fast_cnn_trains_with_its_recipe_and_resumes(shapes, tmp_path):
+    result = train(shapes, "fast-cnn", out=tmp_path / "fast.keras", epochs=6, batch_size=16,
+                   val_split=0.25, seed=2, verbose=0)  # fmt: skip
+    assert result["best_val_accuracy"] >= 0.85
+    last = load_keras_file(result["last"], compile=True)
+    record = model_info(last).training
+    assert record["augment"] == "flip,shift=0.07"  # the recipe's, as none was asked
+    assert model_info(last).tta == "flip"  # the recipe's test-time augmentation, recorded
+    assert isinstance(last.optimizer, keras.optimizers.SGD) and last.optimizer.nesterov
+    assert last.loss.get_config()["label_smoothing"] == 0.2
+    kernel = last.get_layer("whiten").get_weights()[0]
+    assert kernel.shape == (2, 2, 3, 24) and np.abs(kernel).max() > 1  # set from the photos
+    resumed = train(shapes, resume=result["last"], epochs=7, patience=0, verbose=0)
+    assert resumed["epochs_done"] == 7
+    assert model_info(load_keras_file(resumed["last"])).tta == "flip"
+
+
+def test_fast_cnn_takes_its_recipes_batch_size(shapes, tmp_path):
+    result = train(shapes, "fast-cnn", out=tmp_path / "fast.keras", epochs=1, verbose=0)
+    record = model_info(load_keras_file(result["last"])).training
+    assert record["batch_size"] == 256

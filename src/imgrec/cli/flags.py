@@ -111,7 +111,8 @@ _AUGMENT_VALUES = {"flip": "", "rotate": "=DEGREES"}
 AUGMENT_HELP = (
     "comma-separated: "
     + ", ".join(name + _AUGMENT_VALUES.get(name, "=F") for name in AUGMENTATIONS)
-    + " (e.g. flip,rotate=15,zoom=0.1)"
+    + " (e.g. flip,rotate=15,zoom=0.1); default: the recipe's (fast-cnn: flip,shift=0.07), "
+    "none for none"
 )
 
 # --- Flags every verb takes --------------------------------------------------------------
@@ -164,7 +165,9 @@ DATA = (DATASET, VAL_SPLIT, LIMIT_PER_CLASS, SEED)
 
 EPOCHS = flag("--epochs", type=positive_int, help="total epochs (default: the recipe's)")
 BATCH_SIZE = flag(
-    "--batch-size", type=positive_int, help="images per step (default 64; on resume the run's)"
+    "--batch-size",
+    type=positive_int,
+    help="images per step (default: the recipe's, else 64; on resume the run's)",
 )
 IMAGE_SIZE = flag(
     "--image-size", type=image_size, help="N or HxW for photos (default: the network's)"

@@ -36,7 +36,7 @@ def train_chapter_network(
         files: where the run writes; split, options: see ``SplitSettings``, ``FitOptions``.
         epochs, lr: override the architecture's recipe.
         image_size: the size photo folders are decoded at (default: the network's).
-        augment: an augmentation spec.
+        augment: an augmentation spec (``""``: the recipe's, ``"none"``: none).
 
     Returns:
         ``train``'s result: the fit's outcome and the data set's report.
@@ -46,13 +46,15 @@ def train_chapter_network(
     data = load_training_data(
         dataset, split, image_size=image_size or None, folder_size=(default_height, default_width)
     )
-    augment_spec = parse_augment(augment)
+    augment_spec = parse_augment(augment or architecture.augment)
     model = create_model(
         architecture.name,
         input_shape=data.train.images.shape[1:],
         num_classes=len(data.class_names),
         augmentation=augmentation_layer(augment_spec, seed=split.seed),
     )
+    if architecture.prepare is not None:
+        architecture.prepare(model, data.train.images)
     record = TrainingRecord(
         architecture=architecture.name,
         dataset=DatasetRef.of(data),
@@ -61,20 +63,23 @@ def train_chapter_network(
         split=split,
         augment=spec_to_string(augment_spec),
     )
+    epoch_steps = steps_per_epoch(len(data.train.labels), options.batch_size)
     compile_classifier(
         model,
         lr or architecture.learning_rate,
         schedule=architecture.lr_schedule,
         weight_decay=architecture.weight_decay,
-        total_steps=record.epochs_asked
-        * steps_per_epoch(len(data.train.labels), options.batch_size),
+        total_steps=record.epochs_asked * epoch_steps,
+        optimizer=architecture.optimizer,
+        warmup_steps=round(architecture.warmup_epochs * epoch_steps),
+        label_smoothing=architecture.label_smoothing,
     )
     info = ModelInfo(
         name=files.best.name,
         class_names=tuple(data.class_names),
         preprocessing=Preprocessing(size=data.train.images.shape[1:3], name="pixels:0-255"),
         weights=f"trained by imgrec on {data.name}",
-        tta=architecture.tta,
+        tta=architecture.tta or None,  # "" in a recipe: none
     )
     attach_info(model, info)
     outcome = fit_and_save(model, data, record, files=files, info=info, options=options)

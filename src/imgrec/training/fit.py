@@ -89,10 +89,11 @@ def train(
             ``.curves.png`` and ``.skipped.json`` go beside it.
         epochs: total epochs to reach (default: the recipe's).
         lr: learning rate (default: the recipe's).
-        batch_size: images per step (default 64).
+        batch_size: images per step (default: the recipe's, else 64).
         image_size: height and width for photo folders (default: the architecture's
             input size); array data sets keep their own size unless this is given.
-        augment: an augmentation spec such as ``"flip,rotate=15,zoom=0.1"``.
+        augment: an augmentation spec such as ``"flip,rotate=15,zoom=0.1"`` (default: the
+            recipe's, for ``fast-cnn`` ``"flip,shift=0.07"``; ``"none"`` for none).
         resume: a ``.keras`` file saved by ``train`` to continue; ``arch`` is then
             ignored, and epochs, batch size, split and seed default to the run's own.
         class_weight: ``"balanced"`` weighs classes by inverse frequency.
@@ -130,6 +131,7 @@ def train(
     placement = plan_placement(devices, coordinator=coordinator, num_processes=num_processes,
                                process_id=process_id)  # fmt: skip
     _check_placement(placement, arch, resume, batch_size)
+    batch_size = batch_size or _recipe_batch_size(arch, resume)
     options = FitOptions(batch_size or DEFAULT_BATCH_SIZE, class_weight, patience, verbose,
                          tuple(callbacks or ()), placement)  # fmt: skip
     with placement.scope(), placement.output(out) as out:
@@ -201,6 +203,14 @@ def _check_placement(
         )
     if resume is None:
         placement.check_batch_size(batch_size or DEFAULT_BATCH_SIZE)
+
+
+def _recipe_batch_size(arch: str, resume: str | os.PathLike | None) -> int | None:
+    """The batch size of a chapter network's recipe, for a new run (None: imgrec's default)."""
+    if resume is not None or not is_model(arch):
+        return None
+    recipe = get_model_entry(arch).chapter
+    return recipe.batch_size if recipe is not None else None
 
 
 def _own_files(result: dict[str, Any], placement: Placement) -> dict[str, Any]:

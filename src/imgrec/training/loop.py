@@ -44,25 +44,51 @@ def compile_classifier(
     weight_decay: float = 0.0,
     total_steps: int = 1,
     steps_per_execution: int = 1,
+    optimizer: str = "adam",
+    warmup_steps: int = 0,
+    label_smoothing: float = 0.0,
 ) -> None:
-    """Adam (AdamW with weight decay), a constant or cosine learning rate, the right loss.
+    """An optimizer, a constant or cosine learning rate, the right loss.
 
-    ``steps_per_execution`` runs several steps per call into the backend: worth it when
-    a step is tiny, such as a new head on cached features.
+    ``optimizer`` is ``"adam"`` (AdamW with weight decay) or ``"sgd"`` (Nesterov momentum
+    0.9, decoupled weight decay). ``warmup_steps`` of a cosine schedule rise linearly from
+    0 to ``lr``. With ``label_smoothing`` the loss is categorical cross-entropy on one-hot
+    targets (``fit_and_save`` makes them). ``steps_per_execution`` runs several steps per
+    call into the backend: worth it when a step is tiny, such as a new head on cached
+    features.
     """
     if schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
-    if weight_decay:
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+        warmup = min(warmup_steps, total_steps - 1)
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else lr,
+            decay_steps=total_steps - warmup,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    if optimizer == "sgd":
+        chosen = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    elif weight_decay:
+        chosen = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
     else:
-        optimizer = keras.optimizers.Adam(lr)
+        chosen = keras.optimizers.Adam(lr)
     binary = is_binary_output(model)
+    if binary:
+        loss = "binary_crossentropy"
+    elif label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    else:
+        loss = "sparse_categorical_crossentropy"
     model.compile(
-        optimizer=optimizer,
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        optimizer=chosen,
+        loss=loss,
         metrics=["binary_accuracy" if binary else "accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+
+def wants_one_hot(model: keras.Model) -> bool:
+    """Whether ``model`` was compiled for one-hot targets (a smoothed cross-entropy)."""
+    return isinstance(getattr(model, "loss", None), keras.losses.CategoricalCrossentropy)
 
 
 @dataclass(frozen=True)
@@ -171,7 +197,7 @@ def fit_and_save(
     placement.check_batch_size(options.batch_size)
     record = dataclasses.replace(record, devices=placement.devices)
     weights = _balanced_weights(data.train.labels) if options.class_weight else None
-    (train_x, train_y), validation = _fit_arrays(data, inputs, placement)
+    (train_x, train_y), validation = _fit_arrays(data, inputs, placement, wants_one_hot(model))
     checkpoints = Checkpoints(
         files,
         info,
@@ -264,12 +290,23 @@ def fit_with_checkpoints(
 
 
 def _fit_arrays(
-    data: Dataset, inputs: tuple[np.ndarray, np.ndarray | None] | None, placement: Placement
+    data: Dataset,
+    inputs: tuple[np.ndarray, np.ndarray | None] | None,
+    placement: Placement,
+    one_hot: bool = False,
 ) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
-    """What this process fits on: (images or features, labels), and the validation pair."""
+    """What this process fits on: (images or features, targets), and the validation pair."""
     train_x, val_x = inputs or (data.train.images, data.val.images if data.val else None)
-    train = placement.shard(train_x, data.train.labels)
-    return (train[0], train[1]), placement.shard(val_x, data.val.labels) if data.val else None
+
+    def targets(labels: np.ndarray) -> np.ndarray:
+        if not one_hot:
+            return labels
+        return np.eye(len(data.class_names), dtype=np.float32)[labels]
+
+    train = placement.shard(train_x, targets(data.train.labels))
+    if data.val is None:
+        return (train[0], train[1]), None
+    return (train[0], train[1]), placement.shard(val_x, targets(data.val.labels))
 
 
 def _balanced_weights(labels: np.ndarray) -> dict[int, float]:
