@@ -46,9 +46,9 @@ def stand_in(monkeypatch: pytest.MonkeyPatch, module: str, name: str, real=None)
 # keep the API's defaults), space-separated.
 VERB_CALLS = [
     (
-        ["predict", "a.jpg", "b.jpg", "--top", "3", "--csv", "x.csv", "--batch-size", "4"],
+        shlex.split("predict a.jpg b.jpg --top 3 --csv x.csv --batch-size 4 --tta flip"),
         ("imgrec.prediction", "predict_many"),
-        "images model top weights runtime batch_size verbose",
+        "images model top weights runtime batch_size verbose tta",
     ),
     (
         ["augment", "a.jpg", "--augment", "flip", "--count", "4"],
@@ -65,9 +65,9 @@ VERB_CALLS = [
         ),
     ),
     (
-        ["evaluate", "m.keras", "data", "--top", "2", "--runtime", "keras"],
+        ["evaluate", "m.keras", "data", "--top", "2", "--runtime", "keras", "--tta", "flip,shift"],
         ("imgrec.evaluation.report", "evaluate"),
-        "model dataset report top_k runtime",
+        "model dataset report top_k runtime tta",
     ),
     (
         ["serve", "--port", "0", "--allow-host", "10.0.0.0/8", "--upload-limit", "2"],

@@ -258,12 +258,14 @@ def test_fast_cnn_trains_with_its_recipe_and_resumes(shapes, tmp_path):
     last = load_keras_file(result["last"], compile=True)
     record = model_info(last).training
     assert record["augment"] == "flip,shift=0.07"  # the recipe's, as none was asked
+    assert model_info(last).tta == "flip"  # the recipe's test-time augmentation, recorded
     assert isinstance(last.optimizer, keras.optimizers.SGD) and last.optimizer.nesterov
     assert last.loss.get_config()["label_smoothing"] == 0.2
     kernel = last.get_layer("whiten").get_weights()[0]
     assert kernel.shape == (2, 2, 3, 24) and np.abs(kernel).max() > 1  # set from the photos
     resumed = train(shapes, resume=result["last"], epochs=7, patience=0, verbose=0)
     assert resumed["epochs_done"] == 7
+    assert model_info(load_keras_file(resumed["last"])).tta == "flip"
 
 
 def test_fast_cnn_takes_its_recipes_batch_size(shapes, tmp_path):

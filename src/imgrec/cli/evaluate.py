@@ -11,9 +11,17 @@ from imgrec.cli.shell import Command, api_arguments, print_json, progress_level
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-K accuracy, macro F1 and the per-class table."""
+    from imgrec.core.errors import ImgrecError
+
+    if args.tta is not None and (
+        args.classifier is not None or upscale.is_super_resolution_file(args.model)
+    ):
+        raise ImgrecError(
+            "--tta averages a classifier's answers over views of each image; "
+            "it does not apply to --classifier or to an upscaling model"
+        )
     if upscale.is_super_resolution_file(args.model):
         return upscale.run_evaluate_super_resolution(args)
-    from imgrec.core.errors import ImgrecError
     from imgrec.evaluation.report import evaluate
 
     if args.classifier is not None:
@@ -31,7 +39,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(**api_arguments(args, rename={"top": "top_k"}, leave_out=leave_out))
     if args.json:
         return print_json(result)
-    print(f"{result['images']} images ({result['split']} split)")
+    tta = "" if result["tta"] == "none" else f", test-time augmentation {result['tta']}"
+    print(f"{result['images']} images ({result['split']} split{tta})")
     print(f"accuracy       {result['accuracy']:.2%}")
     print(f"top-{result['top_k']} accuracy {result['top_k_accuracy']:.2%}")
     print(f"macro F1       {result['macro_f1']:.4f}\n")
@@ -91,6 +100,7 @@ EVALUATE = Command(
         flags.flag("--report", metavar="DIR", help="write metrics.json and PNGs here"),
         flags.TOP,
         flags.RUNTIME,
+        flags.TTA,
         flags.flag(
             "--classifier",
             metavar="MODEL",

@@ -28,6 +28,7 @@ from imgrec.core.choices import (
     QUANTIZATIONS,
     RUNTIMES,
     TRANSFER_STRATEGIES,
+    TTA_MODES,
 )
 
 # --- Argument types: each refuses a bad value as a usage error (exit code 2) ---------------
@@ -140,6 +141,13 @@ WEIGHTS = flag("--weights", metavar="PATH", help="weights file for a zoo network
 IMAGE = flag("image", metavar="IMAGE")
 RUNTIME = flag("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
 TOP = flag("--top", type=positive_int, default=5, metavar="K", help="top-K")
+TTA = flag(
+    "--tta",
+    metavar="MODE",
+    help="test-time augmentation: " + ", ".join(TTA_MODES) + "; flip averages the "
+    "probabilities of each image and its mirror, flip,shift also of one-pixel diagonal "
+    "shifts of both (airbench's six views); default: the one the model recorded, else none",
+)
 OUT = flag("--out", help="where the results go")
 
 # --- Data sets and training --------------------------------------------------------------

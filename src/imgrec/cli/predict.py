@@ -88,20 +88,25 @@ def _run_ray(args: argparse.Namespace) -> int:
 def _ray_summary(summary: dict) -> str:
     """What a Ray run did, in one line: rows, time, start-up, rate once running."""
     steady = summary["steady_images_per_second"]
+    tta = summary.get("tta", "none")
     return (
         f"{summary['classified']} classified, {summary['failed']} failed, "
         f"{summary['skipped']} already in {summary['out']}: {summary['seconds']:.1f} s on "
         f"{summary['workers']} Ray workers, the first rows after "
         f"{summary['first_rows_seconds']:.1f} s"
         + (f", then {steady:.1f} images/s" if steady else "")
-        + f" ({summary['runtime']} runtime, batch size {summary['batch_size']})"
+        + f" ({summary['runtime']} runtime, batch size {summary['batch_size']}"
+        + (f", test-time augmentation {tta}" if tta != "none" else "")
+        + ")"
     )
 
 
 def _print_table(results: list[dict], batch: dict, *, quiet: bool) -> None:
     classified = [r for r in results if "error" not in r]
     if classified and not quiet:
-        print(f"{classified[0]['model']}, weights: {classified[0]['weights']}\n")
+        tta = batch["tta"]
+        tta = "" if tta == "none" else f", test-time augmentation {tta}"
+        print(f"{classified[0]['model']}, weights: {classified[0]['weights']}{tta}\n")
     for result in results:
         _print_prediction(result)
     if len(results) > 1 and not quiet:
@@ -142,6 +147,10 @@ COMMAND = Command(
             "image timed alone; 32 with --engine ray)",
         ),
         flags.RUNTIME,
+        flags.TTA.but(
+            help=flags.TTA.options["help"] + ". On every runtime, ONNX Runtime included, "
+            "and with --engine ray; 'imgrec explain' still maps the image itself"
+        ),
         flags.flag(
             "--engine",
             choices=ENGINES,

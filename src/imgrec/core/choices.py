@@ -12,6 +12,10 @@ DEFAULT_MODEL = "mobilenet_v2"
 # What runs a network's forward pass (imgrec.deploy.export_cache.load_runtime).
 RUNTIMES = ("auto", "keras", "onnx")
 
+# Test-time augmentation of `imgrec evaluate` and `imgrec predict` (imgrec.models.tta): none;
+# the image and its mirror; airbench's six views (mirror, and one-pixel diagonal shifts).
+TTA_MODES = ("none", "flip", "flip,shift")
+
 # What runs `imgrec predict` over many images: this process (imgrec.prediction.predict_many)
 # or a pool of Ray Data workers (imgrec.prediction.ray_batch.predict_ray).
 ENGINES = ("local", "ray")

@@ -31,6 +31,7 @@ from imgrec.core.tables import arrow_schema, result_row
 from imgrec.deploy.onnx_session import open_session
 from imgrec.models.outputs import class_probabilities, top_classes
 from imgrec.models.preprocessing import Preprocessing
+from imgrec.models.tta import check_tta, predict_with_tta
 
 # The largest remote object (s3://, gs://, ...) a worker reads into memory: far above any
 # photo within the pixel cap, far below what would hurt a worker.
@@ -54,6 +55,7 @@ class WorkerModel:
         keras_source: for Keras: a zoo name, a ``.keras`` file the workers can read,
             or a ``keras.Model`` (pickled to them).
         weights_file: for Keras and a zoo name, a weights file the workers can read.
+        tta: the test-time augmentation the workers average (``imgrec.models.tta``).
     """
 
     name: str
@@ -64,6 +66,7 @@ class WorkerModel:
     onnx: bytes | None = None
     keras_source: Any = None
     weights_file: str | None = None
+    tta: str = "none"
 
     @property
     def runtime(self) -> str:
@@ -72,7 +75,11 @@ class WorkerModel:
 
 
 def worker_model(
-    engine: Any, model: Any = None, weights: str | os.PathLike | None = None
+    engine: Any,
+    model: Any = None,
+    weights: str | os.PathLike | None = None,
+    *,
+    tta: str = "none",
 ) -> WorkerModel:
     """The :class:`WorkerModel` of a runtime the driver loaded.
 
@@ -82,6 +89,7 @@ def worker_model(
             ``.keras`` path that the workers load themselves (else the Keras model is
             pickled to them).
         weights: the weights file given with a zoo name.
+        tta: the test-time augmentation to run (resolved: ``"none"``, ``"flip"``...).
     """
     from imgrec.deploy.runtime import OnnxRuntime  # the driver has Keras already
 
@@ -92,6 +100,7 @@ def worker_model(
         "class_names": tuple(info.class_names),
         "preprocessing": info.preprocessing,
         "mode": "L" if engine.input_shape[-1] == 1 else "RGB",
+        "tta": check_tta(tta),
     }
     if isinstance(engine, OnnxRuntime):
         return WorkerModel(**common, onnx=engine.path.read_bytes())
@@ -157,7 +166,7 @@ class BatchClassifier:
         if good:
             start = time.perf_counter()
             x = self.model.preprocessing.normalize(np.stack([pixels[i] for i in good]))
-            probabilities = self._forward(x)
+            probabilities = predict_with_tta(self._forward, x, self.model.tta)
             time_ms = (time.perf_counter() - start) * 1000 / len(good)
             for i, row in zip(good, probabilities, strict=True):
                 ranked = top_classes(row, self.model.class_names, self.top)

@@ -24,6 +24,7 @@ from imgrec.core.errors import ModelError
 from imgrec.deploy.onnx_session import open_session
 from imgrec.deploy.sidecar import file_digest, read_sidecar
 from imgrec.models.metadata import ModelInfo, class_probabilities, model_info
+from imgrec.models.tta import check_tta, predict_with_tta
 
 ModelSource = str | os.PathLike | keras.Model
 
@@ -116,7 +117,7 @@ def as_runtime(model: keras.Model | Runtime) -> Runtime:
 
 
 def predict_probabilities(
-    model: keras.Model | Runtime, images: np.ndarray, batch_size: int
+    model: keras.Model | Runtime, images: np.ndarray, batch_size: int, *, tta: str = "none"
 ) -> np.ndarray:
     """Class probabilities, N x classes; a single sigmoid unit becomes two columns.
 
@@ -124,11 +125,21 @@ def predict_probabilities(
         model: a model from ``imgrec.load_model`` (run by Keras) or a ``Runtime``.
         images: uint8 ``N x H x W x C`` at the model's input size.
         batch_size: images per forward pass.
+        tta: test-time augmentation (``imgrec.models.tta``): ``"none"``, ``"flip"`` or
+            ``"flip,shift"``; each view of a batch is one more forward pass.
+
+    Raises:
+        SpecError: an unknown ``tta``.
     """
+    check_tta(tta)
     network = as_runtime(model)
     normalize = network.info.preprocessing.normalize
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        return network.predict(normalize(batch))
+
     outputs = [
-        network.predict(normalize(np.asarray(images[start : start + batch_size])))
+        predict_with_tta(forward, np.asarray(images[start : start + batch_size]), tta)
         for start in range(0, len(images), batch_size)
     ]
     return np.concatenate(outputs)

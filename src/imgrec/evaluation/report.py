@@ -24,6 +24,7 @@ from imgrec.core.storage import write_bytes_atomic
 from imgrec.datasets import Dataset, Split, evaluation_split
 from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import Runtime, predict_probabilities
+from imgrec.models.tta import check_tta, predict_with_tta, resolve_tta
 from imgrec.training.held_out import load_held_out
 
 MISTAKES_SHOWN = 16
@@ -39,6 +40,7 @@ def evaluate(
     val_split: float | None = None,
     seed: int | None = None,
     runtime: str = "auto",
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` and optionally write a report folder.
 
@@ -60,36 +62,49 @@ def evaluate(
         runtime: what runs a network: ``"auto"`` (ONNX Runtime when the network
             can be exported, else Keras), ``"onnx"`` or ``"keras"`` (see
             ``imgrec.deploy.export_cache.load_runtime``).
+        tta: test-time augmentation (``imgrec.models.tta``): ``"none"``, ``"flip"``
+            (the mean of the probabilities of each image and its mirror) or
+            ``"flip,shift"`` (airbench's six views); ``None``: the one the model
+            recorded (``ModelInfo.tta``), else none.
 
     Returns:
         ``split``, ``images``, ``accuracy``, ``top_k``, ``top_k_accuracy``,
         ``per_class`` (precision, recall, F1, support per class name),
-        ``macro_f1``, ``confusion_matrix`` (rows: true class), and the report's
-        file paths when written.
+        ``macro_f1``, ``confusion_matrix`` (rows: true class), ``tta`` (the
+        test-time augmentation used) and the report's file paths when written.
 
     Raises:
         DatasetError: the data set's classes differ from the model's.
         UnsafeFileError: a ``.joblib`` file whose digest file is missing or differs.
+        SpecError: an unknown ``tta``.
     """
+    if tta is not None:
+        check_tta(tta)  # before any model is loaded
     if isinstance(model, ClassicModel) or is_classic_file(model):
         classic = model if isinstance(model, ClassicModel) else load_classic(model)
         class_names, training = classic.class_names, classic.training
         input_shape = classic.input_shape
-        scores = classic.predict_proba
+        recorded = None
+
+        def scores(images: np.ndarray, mode: str) -> np.ndarray:
+            return predict_with_tta(classic.predict_proba, images, mode)
+
     else:
         network = load_runtime(model, runtime)
         class_names, training = network.info.class_names, network.info.training
         input_shape = network.input_shape
+        recorded = network.info.tta
 
-        def scores(images: np.ndarray) -> np.ndarray:
-            return predict_probabilities(network, images, batch_size)
+        def scores(images: np.ndarray, mode: str) -> np.ndarray:
+            return predict_probabilities(network, images, batch_size, tta=mode)
 
     if not isinstance(dataset, Dataset):
         dataset = load_held_out(dataset, input_shape, training, val_split=val_split, seed=seed)
     split_name, split = evaluation_split(dataset, class_names)
-    probabilities = scores(split.images)
+    tta = resolve_tta(tta, recorded)
+    probabilities = scores(split.images, tta)
     results = classification_metrics(split.labels, probabilities, class_names, top_k)
-    results = {"split": split_name, "images": len(split.labels), **results}
+    results = {"split": split_name, "images": len(split.labels), **results, "tta": tta}
     if report is not None:
         results |= _write_report(Path(report), results, split, probabilities, class_names)
     return results

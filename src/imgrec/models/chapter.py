@@ -83,7 +83,7 @@ class ChapterArchitecture:
         batch_size: the recipe's images per step (None: imgrec's default, 64).
         augment: the augmentation spec a run gets when it asks for none (``""``).
         tta: the test-time augmentation recorded in the model for ``evaluate`` and
-            ``predict`` (``""``: none).
+            ``predict`` (``"flip"``, ``"flip,shift"``: ``imgrec.models.tta``; ``""``: none).
         prepare: ``prepare(model, images)`` sets what the network learns from the
             training images before the first step (``fast-cnn``'s whitening), or None.
     """

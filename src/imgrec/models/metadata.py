@@ -11,11 +11,13 @@ from typing import Any
 
 import keras
 
+from imgrec.core.choices import TTA_MODES
 from imgrec.core.errors import ModelError
 
 # class_probabilities lives with the other Keras-free output helpers; importable here too.
 from imgrec.models.outputs import class_probabilities as class_probabilities
 from imgrec.models.preprocessing import Preprocessing
+from imgrec.models.tta import check_tta
 
 _ATTRIBUTE = "_imgrec_info"
 
@@ -34,6 +36,10 @@ class ModelInfo:
             the epochs done and asked for, the history and the training settings
             (``imgrec.training.record.TrainingRecord.from_json`` reads it, old files
             included); ``None`` for pretrained networks.
+        tta: the test-time augmentation this model is best run with (``"flip"``,
+            ``"flip,shift"``; ``imgrec.models.tta``), which ``evaluate`` and ``predict``
+            use unless told otherwise; ``None`` (files written before it existed too):
+            none.
     """
 
     name: str
@@ -41,24 +47,44 @@ class ModelInfo:
     preprocessing: Preprocessing
     weights: str
     training: dict[str, Any] | None = None
+    tta: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tta is not None:
+            check_tta(self.tta)
 
     def to_config(self) -> dict[str, Any]:
-        return {
+        config = {
             "name": self.name,
             "class_names": list(self.class_names),
             "preprocessing": self.preprocessing.to_config(),
             "weights": self.weights,
             "training": self.training,
         }
+        # Written only when set: a model without one keeps the bytes (and so the digests
+        # that name its exports) it had before the field existed.
+        if self.tta is not None:
+            config["tta"] = self.tta
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelInfo:
+        """The ``ModelInfo`` of ``to_config``'s data (older files included: no ``tta``, none).
+
+        Raises:
+            KeyError, TypeError, ValueError: data that is not a ``ModelInfo``'s (the
+                readers of files turn them into a ``ModelError`` naming the file).
+        """
+        tta = config.get("tta")
+        if tta is not None and tta not in TTA_MODES:
+            raise ValueError(f"unknown test-time augmentation {tta!r}")
         return cls(
             name=config["name"],
             class_names=tuple(config["class_names"]),
             preprocessing=Preprocessing.from_config(config["preprocessing"]),
             weights=config["weights"],
             training=config.get("training"),
+            tta=config.get("tta"),
         )
 
 

@@ -33,6 +33,7 @@ from imgrec.deploy.export_cache import load_runtime
 from imgrec.deploy.runtime import Runtime, as_runtime
 from imgrec.models.metadata import ModelInfo
 from imgrec.models.outputs import top_classes
+from imgrec.models.tta import check_tta, predict_with_tta, resolve_tta
 
 ImageInput = str | os.PathLike | np.ndarray
 # Decoded images waiting for the network, per batch: enough to keep it fed.
@@ -63,6 +64,7 @@ def predict(
     runtime: str = "auto",
     batch_size: int = 1,
     verbose: bool = True,
+    tta: str | None = None,
 ) -> list[dict]:
     """Classify each image and time the network.
 
@@ -79,16 +81,24 @@ def predict(
             batches classify folders faster.
         verbose: show a progress bar on stderr when the run takes more than a
             second, and say when the model is exported for ONNX Runtime.
+        tta: test-time augmentation (``imgrec.models.tta``): ``"none"``, ``"flip"``
+            (the mean of the probabilities of the image and its mirror) or
+            ``"flip,shift"`` (airbench's six views); ``None``: the one the model
+            recorded (``ModelInfo.tta``), else none. It runs on whichever runtime
+            runs the model. A class activation map (``imgrec explain``) is always of
+            the image itself.
 
     Returns:
         One dict per image: ``image`` (its path, or ``array[i]``), ``model``,
-        ``weights`` (where the weights came from), ``runtime``, ``top`` (a list of
-        ``{"rank", "class", "index", "probability"}``), ``time_ms`` and ``fps`` of
-        the network's forward pass (for a batch: its time shared by its images);
-        or ``image`` and ``error`` when the image could not be read.
+        ``weights`` (where the weights came from), ``runtime``, ``tta`` (the
+        test-time augmentation used), ``top`` (a list of ``{"rank", "class",
+        "index", "probability"}``), ``time_ms`` and ``fps`` of the network's forward
+        passes (all the views of an image; for a batch: its time shared by its
+        images); or ``image`` and ``error`` when the image could not be read.
 
     Raises:
         ModelError, WeightsError: the model cannot be had; nothing is classified.
+        SpecError: an unknown ``tta``.
     """
     return predict_many(
         images,
@@ -98,6 +108,7 @@ def predict(
         runtime=runtime,
         batch_size=batch_size,
         verbose=verbose,
+        tta=tta,
     )["results"]
 
 
@@ -111,15 +122,16 @@ def predict_many(
     batch_size: int = 1,
     threads: int | None = None,
     verbose: bool = True,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """``predict``, with the throughput of the whole run.
 
     Args:
-        images, model, top, weights, runtime, batch_size, verbose: as for ``predict``.
+        images, model, top, weights, runtime, batch_size, verbose, tta: as for ``predict``.
         threads: decoding threads (default: one per core, at most 16).
 
     Returns:
-        ``results`` (what ``predict`` returns), ``runtime``, ``batch_size``,
+        ``results`` (what ``predict`` returns), ``runtime``, ``tta``, ``batch_size``,
         ``threads``, ``images``, ``classified``, ``seconds`` (from the first decode
         to the last answer, the model's loading excluded) and ``images_per_second``
         (classified images per second).
@@ -127,13 +139,17 @@ def predict_many(
     Raises:
         ValueError: ``top``, ``batch_size`` or ``threads`` below 1.
         ModelError, WeightsError: the model cannot be had; nothing is classified.
+        SpecError: an unknown ``tta``.
     """
+    if tta is not None:
+        check_tta(tta)  # before the model is loaded
     threads = decoding_threads() if threads is None else threads
     for name, value in (("top", top), ("batch_size", batch_size), ("threads", threads)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     engine = load_runtime(model, runtime, weights=weights, verbose=verbose)
     engine.warm_up()
+    tta = resolve_tta(tta, engine.info.tta)
     items = expand_inputs(images)
     labels = [
         f"array[{i}]" if isinstance(item, np.ndarray) else str(item) for i, item in enumerate(items)
@@ -144,7 +160,7 @@ def predict_many(
 
     def classify_batch() -> None:
         pixels = engine.info.preprocessing.normalize(np.stack([image for _, image in batch]))
-        for (index, _), record in zip(batch, _classify(engine, pixels, top), strict=True):
+        for (index, _), record in zip(batch, _classify(engine, pixels, top, tta), strict=True):
             results[index] = {"image": labels[index], **record}
         batch.clear()
 
@@ -168,6 +184,7 @@ def predict_many(
     return {
         "results": results,
         "runtime": engine.name,
+        "tta": tta,
         "batch_size": batch_size,
         "threads": threads,
         "images": len(items),
@@ -190,10 +207,11 @@ def classify(model: keras.Model | Runtime, info: ModelInfo, image: np.ndarray, t
     return record
 
 
-def _classify(engine: Runtime, batch: np.ndarray, top: int) -> list[dict]:
-    """Records for a preprocessed batch; each image's time is its share of the batch's."""
+def _classify(engine: Runtime, batch: np.ndarray, top: int, tta: str = "none") -> list[dict]:
+    """Records for a preprocessed batch; each image's time is its share of the batch's
+    (all its views, with test-time augmentation)."""
     start = time.perf_counter()
-    probabilities = engine.predict(batch)
+    probabilities = predict_with_tta(engine.predict, batch, tta)
     seconds = (time.perf_counter() - start) / len(batch)
     info = engine.info
     return [
@@ -201,6 +219,7 @@ def _classify(engine: Runtime, batch: np.ndarray, top: int) -> list[dict]:
             "model": info.name,
             "weights": info.weights,
             "runtime": engine.name,
+            "tta": tta,
             "top": top_classes(row, info.class_names, top),
             "time_ms": seconds * 1000,
             "fps": 1 / seconds,

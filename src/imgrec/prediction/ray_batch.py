@@ -34,6 +34,7 @@ from imgrec.core.images import is_image_file
 from imgrec.core.tables import ResultsFile
 from imgrec.deploy.batch_worker import BatchClassifier, worker_model
 from imgrec.deploy.export_cache import load_runtime
+from imgrec.models.tta import check_tta, resolve_tta
 from imgrec.prediction import expand_inputs
 
 # Text files that list images, one path or URI a line.
@@ -55,6 +56,7 @@ def predict_ray(
     address: str | None = None,
     resume: bool = False,
     verbose: bool = True,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Classify every image of ``source`` on Ray Data and write one row per image to ``out``.
 
@@ -63,7 +65,8 @@ def predict_ray(
             or ``.lst`` file of paths or URIs (one a line; relative paths are taken
             from the list's folder), an image, a URI pyarrow reads (``s3://bucket/dir``,
             ``gs://...``, ``file:///...``), or a list of those.
-        model, top, weights, runtime: as for ``imgrec.predict``.
+        model, top, weights, runtime, tta: as for ``imgrec.predict`` (the workers
+            average the views of ``tta`` on whichever runtime they run).
         out: the results table, ``.parquet``, ``.csv`` or ``.jsonl``: the columns of
             ``imgrec predict --csv`` (``imgrec.core.tables``).
         workers: worker processes, each holding the model once (default: one per CPU
@@ -79,9 +82,9 @@ def predict_ray(
     Returns:
         ``out``, ``images`` (in the source), ``skipped`` (already in ``out``),
         ``classified``, ``failed`` (rows with an error), ``workers``, ``batch_size``,
-        ``runtime``, ``ray_start_seconds`` (starting or joining Ray),
-        ``first_rows_seconds`` (from the job's start to its first rows: the workers
-        start and load the model), ``seconds`` (from the job's start to its last
+        ``runtime``, ``tta`` (when a model ran), ``ray_start_seconds`` (starting or
+        joining Ray), ``first_rows_seconds`` (from the job's start to its first rows:
+        the workers start and load the model), ``seconds`` (from the job's start to its last
         row), ``images_per_second`` (rows / ``seconds``) and
         ``steady_images_per_second`` (rows after the first ones, per second after
         them).
@@ -91,7 +94,9 @@ def predict_ray(
             other columns; no images in ``source``.
         ValueError: ``top``, ``batch_size`` or ``workers`` below 1.
         ModelError, WeightsError: the model cannot be had; nothing is classified.
+        SpecError: an unknown ``tta``.
     """
+    check_tta(tta or "none")  # a bad value fails before Ray or the model start
     for name, value in (("top", top), ("batch_size", batch_size), ("workers", workers or 1)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
@@ -106,8 +111,9 @@ def predict_ray(
         table.close()
         return summary | {"workers": workers or 0, "runtime": None}
     engine = load_runtime(model, runtime, weights=weights, verbose=verbose)
-    spec = worker_model(engine, model, weights)
+    spec = worker_model(engine, model, weights, tta=resolve_tta(tta, engine.info.tta))
     summary["runtime"] = spec.runtime
+    summary["tta"] = spec.tta
     start = time.perf_counter()
     with _ray_session(ray, address, workers) as cpus:
         summary["ray_start_seconds"] = time.perf_counter() - start

@@ -79,6 +79,7 @@ def train_chapter_network(
         class_names=tuple(data.class_names),
         preprocessing=Preprocessing(size=data.train.images.shape[1:3], name="pixels:0-255"),
         weights=f"trained by imgrec on {data.name}",
+        tta=architecture.tta or None,  # "" in a recipe: none
     )
     attach_info(model, info)
     outcome = fit_and_save(model, data, record, files=files, info=info, options=options)
