@@ -268,7 +268,9 @@ def test_fast_cnn_trains_with_its_recipe_and_resumes(shapes, tmp_path):
     assert model_info(load_keras_file(resumed["last"])).tta == "flip"
 
 
-def test_fast_cnn_takes_its_recipes_batch_size(shapes, tmp_path):
-    result = train(shapes, "fast-cnn", out=tmp_path / "fast.keras", epochs=1, verbose=0)
-    record = model_info(load_keras_file(result["last"])).training
-    assert record["batch_size"] == 256
+def test_fast_cnn_takes_its_recipes_batch_size_and_no_flip_means_no_flip_tta(shapes, tmp_path):
+    result = train(shapes, "fast-cnn", out=tmp_path / "fast.keras", epochs=1,
+                   augment="shift=0.07", verbose=0)  # fmt: skip
+    info = model_info(load_keras_file(result["last"]))
+    assert info.training["batch_size"] == 256
+    assert info.tta is None  # trained without mirrored images: no mirrored views either

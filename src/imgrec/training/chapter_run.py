@@ -79,8 +79,19 @@ def train_chapter_network(
         class_names=tuple(data.class_names),
         preprocessing=Preprocessing(size=data.train.images.shape[1:3], name="pixels:0-255"),
         weights=f"trained by imgrec on {data.name}",
-        tta=architecture.tta or None,  # "" in a recipe: none
+        tta=_recorded_tta(architecture.tta, augment_spec),
     )
     attach_info(model, info)
     outcome = fit_and_save(model, data, record, files=files, info=info, options=options)
     return outcome.to_dict() | data_report(data)
+
+
+def _recorded_tta(tta: str, augment_spec: dict[str, float | bool]) -> str | None:
+    """The recipe's test-time augmentation, if the run trained for it (None: none).
+
+    Mirrored views only help a network that saw mirrored images: a run without ``flip``
+    (digits, text: a mirrored 7 is no 7) records none.
+    """
+    if not tta or ("flip" in tta and not augment_spec.get("flip")):
+        return None
+    return tta
