@@ -214,7 +214,7 @@ def test_binary_forward_pass_is_one_probability():
         ("catdog-cnn", "conv2"),
         ("mnist-cnn", "conv2"),
         ("vgg-bn", "block3_relu2"),
-        ("fast-cnn", "block3_gelu2"),
+        ("fast-cnn", "block3_relu2"),
     ],
 )
 def test_last_conv_layer_is_the_last_feature_map(name, layer):

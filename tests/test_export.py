@@ -161,7 +161,12 @@ def test_transfer_model_with_augmentation_exports_as_inference(exports):
 
 @pytest.mark.parametrize(
     ("arch", "shape", "classes"),
-    [("mnist-cnn", (28, 28, 1), 10), ("vgg-bn", (32, 32, 3), 5), ("catdog-cnn", (64, 64, 3), 2)],
+    [
+        ("mnist-cnn", (28, 28, 1), 10),
+        ("vgg-bn", (32, 32, 3), 5),
+        ("catdog-cnn", (64, 64, 3), 2),
+        ("fast-cnn", (28, 28, 1), 10),
+    ],
 )
 def test_seed_networks_export_to_onnx(arch, shape, classes, exports):
     """Every seed network, grey and colour; catdog-cnn's single sigmoid unit too."""
