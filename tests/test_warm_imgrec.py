@@ -23,7 +23,9 @@ from test_docs import page_environment, warm_imgrec
 from imgrec.core.samples import sample_path
 
 
-def _bash(script: str, cwd: Path, *, warm: bool = True) -> subprocess.CompletedProcess:
+def _bash(
+    script: str, cwd: Path, *, warm: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
     env = page_environment()
     if warm:
         env["PATH"] = str(warm_imgrec().bin) + os.pathsep + env["PATH"]
@@ -33,7 +35,7 @@ def _bash(script: str, cwd: Path, *, warm: bool = True) -> subprocess.CompletedP
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -147,3 +149,16 @@ def test_python_runs_code_modules_and_scripts_as_the_interpreter_does(folder):
         ]
     )
     assert "ValueError: broken" in warm.stderr and "ValueError: broken" in cold.stderr
+
+
+def test_a_command_that_ran_worker_processes_ends_with_them(folder):
+    # joblib's workers (imgrec classic) stop at the interpreter's end, in the threading
+    # module's exit hooks; a warm command that skipped them waited for the workers' idle
+    # timeout, 300 s, before it ended.
+    script = (
+        "python -c 'from joblib import Parallel, delayed; "
+        "print(sum(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-4, 4))))'\n"
+    )
+    done = _bash(script, folder, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "16\n"

@@ -75,7 +75,8 @@ os._exit(struct.unpack("!i", reply)[0])
 """
 
 _SERVER = r"""
-import atexit, json, os, runpy, selectors, signal, socket, struct, sys, traceback, types
+import atexit, json, os, runpy, selectors, signal, socket, struct, sys, threading
+import traceback, types
 import imgrec.cli
 import keras
 import tensorflow
@@ -139,6 +140,11 @@ def run(request, fds):
         traceback.print_exc()
         code = 1
     try:
+        # What the interpreter does at its end, in its order: the threading module's exit
+        # hooks (a concurrent.futures or joblib executor stops its workers there) and the
+        # wait for non-daemon threads, then atexit's functions. Without the first, an
+        # imgrec that ran joblib's workers waits for their idle timeout (300 s).
+        threading._shutdown()
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
