@@ -27,12 +27,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import io
 import json
 import os
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -117,11 +119,13 @@ def doc_pages() -> list[Path]:
 
 # The Python blocks of a page run in this one process: each arrives on stdin as JSON, runs
 # in the same namespace (compiled under the page's name, its lines shifted to the page's, so
-# a traceback names the page and line), and is answered on a pipe of its own with "ok" or
-# the traceback.
+# a traceback names the page and line), and is answered on a Unix socket of its own (its
+# path the first argument) with "ok" or the traceback.
 _PYTHON_DRIVER = r"""
-import json, os, sys, traceback
-answers = os.fdopen(int(sys.argv[1]), "w")
+import json, os, socket, sys, traceback
+connection = socket.socket(socket.AF_UNIX)
+connection.connect(sys.argv[1])
+answers = connection.makefile("w")
 namespace = {"__name__": "__main__"}
 for request in sys.stdin:
     block = json.loads(request)
@@ -161,17 +165,22 @@ def warm_imgrec() -> WarmImgrec:
 class PageRun:
     """Runs a page's blocks in one working folder, with one Python process for the page.
 
-    With ``warm``, a block's ``imgrec`` is tests/warm_imgrec.py's launcher: the same
-    command line in a process forked from one that imported TensorFlow already.
+    With ``warm``, a block's ``imgrec`` and ``python``, and the process that runs the
+    page's Python blocks, are tests/warm_imgrec.py's launchers: the same command line in
+    a process forked from one that imported TensorFlow already.
     """
 
     def __init__(self, page: Path, workdir: Path, warm: WarmImgrec | None = None) -> None:
         self.name = str(page.relative_to(REPO))
         self.workdir = workdir
         self.env = page_environment()
+        self.python_command = sys.executable
         if warm is not None:
             self.env["PATH"] = str(warm.bin) + os.pathsep + self.env["PATH"]
+            self.python_command = str(warm.bin / "python")
         self.python: subprocess.Popen | None = None
+        self.answers: io.TextIOBase | None = None
+        self.socket_folder = ""
         self.groups: list[int] = []
         self.log = workdir.parent / (workdir.name + ".python.log")
 
@@ -219,21 +228,7 @@ class PageRun:
 
     def _python(self, code: str, line: int) -> None:
         if self.python is None:
-            read_end, write_end = os.pipe()
-            log = self.log.open("w")
-            self.python = subprocess.Popen(
-                [sys.executable, "-c", _PYTHON_DRIVER, str(write_end)],
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-                pass_fds=(write_end,),
-            )
-            log.close()
-            os.close(write_end)
-            self.answers = os.fdopen(read_end)
+            self._start_python(line)
         self.python.stdin.write(json.dumps({"page": self.name, "line": line, "code": code}))
         self.python.stdin.write("\n")
         self.python.stdin.flush()
@@ -251,6 +246,45 @@ class PageRun:
                 pytrace=False,
             )
 
+    def _start_python(self, line: int) -> None:
+        """Start the page's Python process and take the connection it answers on."""
+        # A short folder of its own: a Unix socket's path has at most 107 bytes.
+        self.socket_folder = tempfile.mkdtemp(prefix="docs-python-")
+        address = os.path.join(self.socket_folder, "answers")
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(address)
+        listener.listen(1)
+        listener.settimeout(1)
+        log = self.log.open("w")
+        self.python = subprocess.Popen(
+            [self.python_command, "-c", _PYTHON_DRIVER, address],
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        log.close()
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        try:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                    break
+                except TimeoutError:
+                    if self.python.poll() is not None or time.monotonic() > deadline:
+                        output = self.log.read_text()[-4000:]
+                        pytest.fail(
+                            f"{self.name}:{line}: the Python process did not start:\n{output}",
+                            pytrace=False,
+                        )
+        finally:
+            listener.close()
+        connection.settimeout(None)
+        self.answers = connection.makefile("r")
+        connection.close()  # the file keeps the socket open
+
     def close(self) -> None:
         for group in self.groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -262,7 +296,10 @@ class PageRun:
             except subprocess.TimeoutExpired:
                 self.python.kill()
                 self.python.wait()
-            self.answers.close()
+            if self.answers is not None:
+                self.answers.close()
+            if self.socket_folder:
+                shutil.rmtree(self.socket_folder, ignore_errors=True)
 
 
 def _readline(stream, timeout: float) -> str | None:
@@ -332,11 +369,51 @@ def _process_state(pid: int) -> str:
         return "gone"
 
 
+# Seconds each page's blocks took (pytest -p no:randomly, one file at a time, 2 cores under
+# a load of about 4, warm imgrec and python), to split the pages into two halves of about
+# equal time. A page not listed counts as DEFAULT_PAGE_SECONDS.
+PAGE_SECONDS = {
+    "docs/guides/scale-training.md": 92,
+    "docs/guides/demos.md": 80,
+    "docs/guides/teach.md": 62,
+    "docs/chapter.md": 58,
+    "docs/guides/transfer.md": 44,
+    "docs/guides/scale-ray.md": 36,
+    "docs/guides/train.md": 36,
+    "docs/guides/web.md": 31,
+    "docs/guides/explain.md": 28,
+    "docs/guides/export.md": 26,
+    "docs/guides/recognise.md": 19,
+    "README.md": 16,
+}
+DEFAULT_PAGE_SECONDS = 5
+# What this file runs besides its half of the pages: the site's build and its checks.
+SITE_SECONDS = 60
+
+
 def half_of_the_pages(half: int) -> list[Path]:
-    """Every other page of :func:`doc_pages`: this file runs half 0, and
-    tests/test_docs_pages.py half 1, so that two pytest-xdist workers (``--dist loadfile``
-    hands out whole files) share the docs' blocks, a quarter of the suite's time."""
-    return doc_pages()[half::2]
+    """Half of :func:`doc_pages`: this file runs half 0, and tests/test_docs_pages.py half
+    1, so that two pytest-xdist workers (``--dist loadfile`` hands out whole files) share
+    the docs' blocks, a quarter of the suite's time. Each page, the slowest first, goes to
+    the half with less time so far (:data:`PAGE_SECONDS`); half 0 starts with the site's
+    tests. Every page is in exactly one half; each half keeps the pages' order."""
+    pages = doc_pages()
+    seconds = {
+        page: PAGE_SECONDS.get(str(page.relative_to(REPO)), DEFAULT_PAGE_SECONDS) for page in pages
+    }
+    totals, halves = [SITE_SECONDS, 0], [[], []]
+    for page in sorted(pages, key=lambda page: -seconds[page]):
+        lighter = 0 if totals[0] <= totals[1] else 1
+        halves[lighter].append(page)
+        totals[lighter] += seconds[page]
+    return [page for page in pages if page in halves[half]]
+
+
+def test_the_two_halves_hold_every_page_once() -> None:
+    first, second = half_of_the_pages(0), half_of_the_pages(1)
+    assert sorted(first + second) == sorted(doc_pages())
+    assert not set(first) & set(second)
+    assert first and second
 
 
 @pytest.mark.slow

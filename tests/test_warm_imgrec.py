@@ -23,7 +23,9 @@ from test_docs import page_environment, warm_imgrec
 from imgrec.core.samples import sample_path
 
 
-def _bash(script: str, cwd: Path, *, warm: bool = True) -> subprocess.CompletedProcess:
+def _bash(
+    script: str, cwd: Path, *, warm: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
     env = page_environment()
     if warm:
         env["PATH"] = str(warm_imgrec().bin) + os.pathsep + env["PATH"]
@@ -33,7 +35,7 @@ def _bash(script: str, cwd: Path, *, warm: bool = True) -> subprocess.CompletedP
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -99,3 +101,64 @@ def test_killing_the_launcher_ends_its_command(folder):
     while _answers(url) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _answers(url), f"{url} still answers after its launcher was killed"
+
+
+def test_python_runs_code_modules_and_scripts_as_the_interpreter_does(folder):
+    (folder / "script.py").write_text(
+        "import sys\n"
+        "print(sys.argv, sys.path[0] == __import__('os').path.dirname(__file__))\n"
+        "print(sys.stdin.read().strip())\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    (folder / "pkg").mkdir()
+    (folder / "pkg" / "__init__.py").write_text("")
+    (folder / "pkg" / "tool.py").write_text(
+        "import sys\nif __name__ == '__main__':\n    print('tool', sys.argv[1:])\n"
+    )
+    script = (
+        "command -v python\n"
+        "python -c 'import sys; print(sys.argv, \"tensorflow\" in sys.modules)' a b\n"
+        "echo piped | python script.py 0 x || true\n"
+        "echo piped | python script.py 3 x || echo exit $?\n"
+        "python -m pkg.tool --flag\n"
+        "python -c 'raise ValueError(\"broken\")' || echo exit $?\n"
+        "python -u -c 'print(\"unbuffered\")'\n"
+        "python missing.py || echo exit $?\n"
+    )
+    warm, cold = _bash(script, folder), _bash(script, folder, warm=False)
+    assert warm.returncode == 0 and cold.returncode == 0, warm.stderr + cold.stderr
+    warm_lines, cold_lines = warm.stdout.splitlines(), cold.stdout.splitlines()
+    assert warm_lines[0] == str(warm_imgrec().bin / "python")
+    assert cold_lines[0] == str(Path(sys.executable).parent / "python")
+    # the same output but for one thing: the warm process imported TensorFlow already
+    assert warm_lines[1] == "['-c', 'a', 'b'] True"
+    assert cold_lines[1] == "['-c', 'a', 'b'] False"
+    assert (
+        warm_lines[2:]
+        == cold_lines[2:]
+        == [
+            "['script.py', '0', 'x'] True",
+            "piped",
+            "['script.py', '3', 'x'] True",
+            "piped",
+            "exit 3",
+            "tool ['--flag']",
+            "exit 1",
+            "unbuffered",
+            "exit 2",
+        ]
+    )
+    assert "ValueError: broken" in warm.stderr and "ValueError: broken" in cold.stderr
+
+
+def test_a_command_that_ran_worker_processes_ends_with_them(folder):
+    # joblib's workers (imgrec classic) stop at the interpreter's end, in the threading
+    # module's exit hooks; a warm command that skipped them waited for the workers' idle
+    # timeout, 300 s, before it ended.
+    script = (
+        "python -c 'from joblib import Parallel, delayed; "
+        "print(sum(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-4, 4))))'\n"
+    )
+    done = _bash(script, folder, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "16\n"

@@ -1,19 +1,23 @@
-"""``imgrec`` for the docs' blocks without a TensorFlow start per command.
+"""``imgrec`` and ``python`` for the docs' blocks without a TensorFlow start per command.
 
 Every ``imgrec`` a docs block runs would import TensorFlow and Keras again (5 to 10 s of
-CPU each, dozens of times). Here one process imports them once and waits; each command
-is a ``fork`` of it that runs ``imgrec.cli.main`` on the command's arguments, in its
-folder, with its environment and its stdin, stdout and stderr. What runs is the same
-code as the console script, in a fresh process of its own; only the imports happened
-earlier.
+CPU each, dozens of times), and so would every Python block or ``python`` command that
+imports imgrec. Here one process imports them once and waits; each command is a
+``fork`` of it that runs ``imgrec.cli.main`` (or, for ``python``, the ``-c`` code, the
+``-m`` module or the script) on the command's arguments, in its folder, with its
+environment and its stdin, stdout and stderr. What runs is the same code as the console
+script or the interpreter would run, in a fresh process of its own; only the imports
+happened earlier.
 
-- :func:`start` launches the waiting process (one per test process) and writes a small
-  ``imgrec`` launcher into a folder to put first on PATH.
-- The launcher sends its arguments, folder, environment and its three file descriptors
-  over a Unix socket, and exits with the command's exit code. It runs the real ``imgrec``
+- :class:`WarmImgrec` launches the waiting process (one per test process) and writes
+  small ``imgrec`` and ``python`` launchers into a folder to put first on PATH.
+- A launcher sends its arguments, folder, environment and its three file descriptors
+  over a Unix socket, and exits with the command's exit code. It runs the real program
   instead (``exec``) when the waiting process is gone or when the command's environment
   differs in anything read at import time (any variable the waiting process did not
-  start with, KERAS_BACKEND=jax for one).
+  start with, KERAS_BACKEND=jax for one); the ``python`` launcher also when the command
+  line is not ``python -c CODE ...``, ``python -m MODULE ...`` or ``python SCRIPT ...``
+  (an interpreter option, or a program read from stdin).
 - A command whose launcher dies (a block's end kills its process group, a timeout) is
   ended with its own process group.
 
@@ -28,24 +32,36 @@ import sys
 from pathlib import Path
 
 # Variables the launcher may change without falling back to a fresh process: none of them
-# is read when imgrec, Keras or TensorFlow is imported.
-FREE_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "PATH")
+# is read when imgrec, Keras or TensorFlow is imported. PYTEST_CURRENT_TEST names the test
+# that runs: without it here, every test after the one that started the waiting process
+# (every docs page but the first) would fall back to fresh processes.
+FREE_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "PATH", "PYTEST_CURRENT_TEST")
 
 _LAUNCHER = r"""#!{python} -IS
 import json, os, socket, struct, sys
-SOCKET, REAL, BASE = {socket!r}, {real!r}, {base!r}
+SOCKET, REAL, BASE, PROGRAM = {socket!r}, {real!r}, {base!r}, {program!r}
 FREE = {free!r}
 def fallback():
     os.execv(REAL, [REAL, *sys.argv[1:]])
 env = dict(os.environ)
 if {{k: v for k, v in env.items() if k not in FREE}} != BASE:
     fallback()
+if PROGRAM == "python":
+    args = sys.argv[1:]
+    if not args or args[0] == "-" or (args[0] in ("-c", "-m") and len(args) < 2):
+        fallback()
+    if args[0].startswith("-") and args[0] not in ("-c", "-m"):
+        fallback()
+    if not args[0].startswith("-") and not os.path.isfile(args[0]):
+        fallback()  # a folder or zip to run, or no such file: the interpreter's own words
 try:
     conn = socket.socket(socket.AF_UNIX)
     conn.connect(SOCKET)
 except OSError:
     fallback()
-payload = json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": env}}).encode()
+payload = json.dumps(
+    {{"program": PROGRAM, "argv": sys.argv[1:], "cwd": os.getcwd(), "env": env}}
+).encode()
 socket.send_fds(conn, [struct.pack("!Q", len(payload))], [0, 1, 2])
 conn.sendall(payload)
 reply = b""
@@ -59,7 +75,8 @@ os._exit(struct.unpack("!i", reply)[0])
 """
 
 _SERVER = r"""
-import atexit, json, os, selectors, signal, socket, struct, sys, traceback
+import atexit, json, os, runpy, selectors, signal, socket, struct, sys, threading
+import traceback, types
 import imgrec.cli
 import keras
 import tensorflow
@@ -75,6 +92,31 @@ def receive(conn):
         payload += chunk
     return json.loads(payload), fds
 
+def run_python(argv):
+    # What ``python -c CODE``, ``python -m MODULE`` and ``python SCRIPT`` do, with their
+    # sys.argv and sys.path[0]; the launcher sent no other form.
+    if argv[0] == "-c":
+        sys.argv = ["-c", *argv[2:]]
+        sys.path[0] = ""
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        exec(compile(argv[1], "<string>", "exec"), main.__dict__)
+    elif argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        sys.path[0] = os.getcwd()
+        runpy._run_module_as_main(argv[1], alter_argv=True)
+    else:  # a script: argv[0] as typed, __file__ absolute, sys.path[0] its folder
+        path = os.path.abspath(argv[0])
+        sys.argv = list(argv)
+        sys.path[0] = os.path.dirname(os.path.realpath(path))
+        main = types.ModuleType("__main__")
+        main.__file__ = path
+        sys.modules["__main__"] = main
+        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec")
+        exec(code, main.__dict__)
+    return 0
+
 def run(request, fds):
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -84,9 +126,12 @@ def run(request, fds):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.argv = ["imgrec", *request["argv"]]
     try:
-        code = imgrec.cli.main(request["argv"])
+        if request["program"] == "python":
+            code = run_python(request["argv"])
+        else:
+            sys.argv = ["imgrec", *request["argv"]]
+            code = imgrec.cli.main(request["argv"])
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         if isinstance(stop.code, str):
@@ -95,6 +140,11 @@ def run(request, fds):
         traceback.print_exc()
         code = 1
     try:
+        # What the interpreter does at its end, in its order: the threading module's exit
+        # hooks (a concurrent.futures or joblib executor stops its workers there) and the
+        # wait for non-daemon threads, then atexit's functions. Without the first, an
+        # imgrec that ran joblib's workers waits for their idle timeout (300 s).
+        threading._shutdown()
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -176,19 +226,21 @@ class WarmImgrec:
         )
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the warm imgrec did not start: see {folder / 'server.log'}")
-        real = str(Path(sys.executable).parent / "imgrec")
         base = {k: v for k, v in env.items() if k not in FREE_VARIABLES}
-        launcher = self.bin / "imgrec"
-        launcher.write_text(
-            _LAUNCHER.format(
-                python=sys.executable,
-                socket=str(socket_path),
-                real=real,
-                base=base,
-                free=FREE_VARIABLES,
+        programs = {"imgrec": str(Path(sys.executable).parent / "imgrec"), "python": sys.executable}
+        for program, real in programs.items():
+            launcher = self.bin / program
+            launcher.write_text(
+                _LAUNCHER.format(
+                    python=sys.executable,
+                    socket=str(socket_path),
+                    real=real,
+                    base=base,
+                    program=program,
+                    free=FREE_VARIABLES,
+                )
             )
-        )
-        launcher.chmod(0o755)
+            launcher.chmod(0o755)
 
     def close(self) -> None:
         self.process.terminate()
