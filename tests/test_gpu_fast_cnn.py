@@ -38,7 +38,7 @@ def test_bench_trains_fast_cnn_on_cpu_jax():
     done = _run_jax(
         [
             *(str(BENCH), str(FASHION_MNIST), "--epochs", "2", "--limit-per-class", "10"),
-            *("--batch-size", "50", "--test-limit", "200", "--target", "0.15"),
+            *("--batch-size", "50", "--test-limit", "200", "--target", "0.15", "--unroll", "2"),
         ]
     )
     assert done.returncode == 0, done.stderr[-3000:]
