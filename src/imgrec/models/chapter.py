@@ -371,11 +371,11 @@ def fast_cnn(
     eigenvalues, each with its negative; ``whitening_weights``), then three blocks of
     [Conv 3x3 - MaxPool 2 - BatchNorm - ReLU - Conv 3x3 - BatchNorm - ReLU] with 32, 64
     and 128 filters, global max pooling, a bias-free Dense layer whose logits are scaled
-    by 1/8, and softmax. ReLU, where airbench has GELU: the ONNX Runtime has no operator for
-    the exported GELU (Erfc), and ReLU is cheaper on a CPU. BatchNorm's running statistics move fast (momentum 0.6).
-    Convolutions carry no bias. 291,112 parameters for 28 x 28 x 1 and 10 classes
-    (40 of them frozen); the last feature map, ``block3_relu2``, is the one for Class
-    Activation Maps.
+    by 1/8, and softmax. ReLU, where airbench has GELU: the ONNX Runtime has no operator
+    for the exported GELU (Erfc), and ReLU is cheaper on a CPU. BatchNorm's running
+    statistics move fast (momentum 0.6). Convolutions carry no bias. 291,112 parameters
+    for 28 x 28 x 1 and 10 classes (40 of them frozen); the last feature map,
+    ``block3_relu2``, is the one for Class Activation Maps.
 
     Recipe (``CHAPTER_ARCHITECTURES["fast-cnn"]``): SGD with Nesterov momentum 0.9,
     learning rate 0.2 after a half-epoch linear warm-up, cosine decay to 0, weight

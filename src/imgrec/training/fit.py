@@ -92,8 +92,7 @@ def train(
         batch_size: images per step (default: the recipe's, else 64).
         image_size: height and width for photo folders (default: the architecture's
             input size); array data sets keep their own size unless this is given.
-        augment: an augmentation spec such as ``"flip,rotate=15,zoom=0.1"`` (default: the
-            recipe's, for ``fast-cnn`` ``"flip,shift=0.07"``; ``"none"`` for none).
+        augment: a spec such as ``"flip,rotate=15"`` (default: the recipe's; ``"none"``: none).
         resume: a ``.keras`` file saved by ``train`` to continue; ``arch`` is then
             ignored, and epochs, batch size, split and seed default to the run's own.
         class_weight: ``"balanced"`` weighs classes by inverse frequency.
@@ -130,8 +129,8 @@ def train(
     """
     placement = plan_placement(devices, coordinator=coordinator, num_processes=num_processes,
                                process_id=process_id)  # fmt: skip
-    _check_placement(placement, arch, resume, batch_size)
     batch_size = batch_size or _recipe_batch_size(arch, resume)
+    _check_placement(placement, arch, resume, batch_size)
     options = FitOptions(batch_size or DEFAULT_BATCH_SIZE, class_weight, patience, verbose,
                          tuple(callbacks or ()), placement)  # fmt: skip
     with placement.scope(), placement.output(out) as out:
