@@ -154,12 +154,25 @@ def page_environment() -> dict[str, str]:
     }
 
 
-@functools.cache
+_warm: list[WarmImgrec] = []
+
+
 def warm_imgrec() -> WarmImgrec:
-    """One warm ``imgrec`` per test process (tests/warm_imgrec.py), ended when it exits."""
-    warm = WarmImgrec(Path(tempfile.mkdtemp(prefix="warm-imgrec-")), page_environment())
-    atexit.register(warm.close)
-    return warm
+    """One warm ``imgrec`` per test process (tests/warm_imgrec.py), ended when it exits.
+
+    A test file that ran before in the same process may have changed ``os.environ`` for
+    good (a library setting a variable on import): then the waiting process no longer
+    matches the pages' environment, and a new one starts in its place.
+    """
+    env = page_environment()
+    if _warm and _warm[0].serves(env):
+        return _warm[0]
+    if _warm:
+        _warm.pop().close()
+    else:
+        atexit.register(lambda: _warm and _warm.pop().close())
+    _warm.append(WarmImgrec(Path(tempfile.mkdtemp(prefix="warm-imgrec-")), env))
+    return _warm[0]
 
 
 class PageRun:

@@ -162,3 +162,14 @@ def test_a_command_that_ran_worker_processes_ends_with_them(folder):
     done = _bash(script, folder, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "16\n"
+
+
+def test_a_changed_environment_gets_a_warm_process_that_matches_it(folder, monkeypatch):
+    """An earlier test file may leave os.environ changed: the pages still run warm."""
+    first = warm_imgrec()
+    monkeypatch.setenv("IMGREC_TEST_DRIFT", "1")
+    second = warm_imgrec()
+    assert second is not first and second.serves(page_environment())
+    assert first.process.poll() is not None  # the old one ended
+    found = _bash("python -c 'import sys; print(\"tensorflow\" in sys.modules)'", folder)
+    assert found.stdout.strip() == "True", found.stderr

@@ -226,7 +226,7 @@ class WarmImgrec:
         )
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the warm imgrec did not start: see {folder / 'server.log'}")
-        base = {k: v for k, v in env.items() if k not in FREE_VARIABLES}
+        base = self.base = _fixed(env)
         programs = {"imgrec": str(Path(sys.executable).parent / "imgrec"), "python": sys.executable}
         for program, real in programs.items():
             launcher = self.bin / program
@@ -242,6 +242,10 @@ class WarmImgrec:
             )
             launcher.chmod(0o755)
 
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether commands run with ``env`` go to the waiting process (else they fall back)."""
+        return _fixed(env) == self.base and self.process.poll() is None
+
     def close(self) -> None:
         self.process.terminate()
         try:
@@ -250,3 +254,8 @@ class WarmImgrec:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+def _fixed(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the variables a launcher may see changed (``FREE_VARIABLES``)."""
+    return {k: v for k, v in env.items() if k not in FREE_VARIABLES}
