@@ -3,7 +3,7 @@
 Usage (a machine with JAX; imgrec and its pure-Python needs on the path, Keras on JAX):
 
     KERAS_BACKEND=jax python bench/gpu_fast_cnn.py /path/to/fashion-mnist \\
-        [--epochs 8] [--batch-size 256] [--seed 0] [--target 0.94]
+        [--epochs N] [--batch-size 256] [--seed 0] [--target 0.94] [--widths 64,128,256]
 
 The folder holds Fashion-MNIST's four IDX files (train/t10k images and labels, gzipped
 or not); all 60,000 training images train (no validation split). The network is
@@ -12,8 +12,10 @@ schedule and loss are the ones `compile_classifier` gives the recipe (Keras's SG
 Nesterov momentum and decoupled weight decay, driven through `stateless_apply`). The
 training images and labels go to the device once; each epoch is one call of one compiled
 function that shuffles (`jax.random.permutation`), augments each batch on the device (the
-recipe's random horizontal flip and shifts, zero fill) and runs every step in
-`jax.lax.scan`, BatchNorm's statistics threaded through: no host work between steps.
+recipe's random horizontal flip; zero-filled shifts when `--augment` asks) and runs every
+step in `jax.lax.scan`, BatchNorm's statistics threaded through: no host work between
+steps. `--widths` and the ablation flags (`--whiten off`, `--label-smoothing`,
+`--bn-momentum`, `--logit-scale`, `--augment`) change one thing of the recipe each.
 The function is compiled ahead of time (`jax.jit(...).lower(...).compile()`), timed apart
 as `compile_s`, so every epoch's seconds are training steps only. After each epoch,
 untimed, the test set is classified on the device, plain and with flip TTA (mean of the
@@ -50,13 +52,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-limit", type=int, help="classify only the first N test images")
     parser.add_argument("--target", type=float, default=0.94, help="TTA test accuracy to time")
     parser.add_argument(
+        "--widths",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        help="the three blocks' filters, e.g. 64,128,256 (default: the recipe's 32,64,128)",
+    )
+    parser.add_argument(
         "--unroll",
         type=int,
         default=1,
         help="steps unrolled in the scan's body (default 1); on CPU, the steps of an epoch: "
         "XLA:CPU runs convolutions in a loop body many times slower (jax-ml/jax#12868)",
     )
+    ablation = parser.add_argument_group("ablation: one of the recipe's tricks changed")
+    ablation.add_argument(
+        "--whiten",
+        choices=("frozen", "off"),
+        default="frozen",
+        help="off: the first convolution is a plain trainable one (Glorot), not set from the "
+        "data's patch covariance",
+    )
+    ablation.add_argument("--label-smoothing", type=float, help="default: the recipe's 0.2")
+    ablation.add_argument(
+        "--bn-momentum", type=float, help="BatchNorm's momentum (recipe 0.6; Keras 0.99)"
+    )
+    ablation.add_argument("--logit-scale", type=float, help="recipe 1/8; 1 for none")
+    ablation.add_argument(
+        "--augment", help="training augmentation spec, e.g. none, flip (default: the recipe's)"
+    )
     return parser.parse_args(argv)
+
+
+def ablate(model: Any, architecture: Any, args: argparse.Namespace) -> Any:
+    """Apply the ablation flags to ``model`` (before compiling); return the recipe to use."""
+    import dataclasses
+
+    from keras import layers
+
+    changes = {
+        key: value
+        for key, value in (("label_smoothing", args.label_smoothing), ("augment", args.augment))
+        if value is not None
+    }
+    if args.whiten == "off":
+        model.get_layer("whiten").trainable = True
+        changes["prepare"] = None
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization) and args.bn_momentum is not None:
+            layer.momentum = args.bn_momentum
+    if args.logit_scale is not None:
+        model.get_layer("logit_scale").scale = args.logit_scale
+    return dataclasses.replace(architecture, **changes)
 
 
 def recipe_optimizer(model: Any, architecture: Any, steps_per_epoch: int, epochs: int):
@@ -132,7 +177,7 @@ def make_train_step(model: Any, optimizer: Any, loss_fn: Any, num_classes: int, 
 
     def loss_and_updates(trainable, non_trainable, x, targets):
         probs, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        return loss_fn(targets, probs), non_trainable
+        return loss_fn(targets, probs).mean(), non_trainable  # a Loss, or a bare function
 
     gradient = jax.value_and_grad(loss_and_updates, has_aux=True)
 
@@ -242,6 +287,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
     from imgrec.datasets import load_dataset
+    from imgrec.models.chapter import FAST_CNN_WIDTHS, fast_cnn
     from imgrec.models.registry import create_model, get_model_entry
     from imgrec.training.augment import parse_augment
     from imgrec.training.loop import steps_per_epoch, wants_one_hot
@@ -256,8 +302,14 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     )
     keras.utils.set_random_seed(args.seed)
     images = data.train.images
-    model = create_model(ARCH, input_shape=images.shape[1:], num_classes=len(data.class_names))
-    architecture.prepare(model, images)
+    shape, classes = images.shape[1:], len(data.class_names)
+    if args.widths:  # the recipe's network, wider: built by the builder create_model calls
+        model = fast_cnn(input_shape=shape, num_classes=classes, widths=args.widths)
+    else:
+        model = create_model(ARCH, input_shape=shape, num_classes=classes)
+    architecture = ablate(model, architecture, args)
+    if architecture.prepare is not None:
+        architecture.prepare(model, images)
     epochs = args.epochs or architecture.epochs
     batch_size = args.batch_size or architecture.batch_size
     steps = steps_per_epoch(len(images), batch_size)
@@ -270,6 +322,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     test_count = min(args.test_limit or len(test.labels), len(test.labels))
     return {
         "architecture": architecture,
+        "widths": list(args.widths or FAST_CNN_WIDTHS),
         "data": data,
         "model": model,
         "optimizer": optimizer,
@@ -328,6 +381,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backend": "jax",
         "device": _device(),
         "arch": ARCH,
+        "widths": run_["widths"],
+        "ablation": {
+            key: getattr(args, key)
+            for key in ("whiten", "label_smoothing", "bn_momentum", "logit_scale", "augment")
+        },
         "epochs": run_["epochs"],
         "batch_size": run_["batch_size"],
         "steps_per_epoch": run_["steps"],

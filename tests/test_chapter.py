@@ -71,6 +71,15 @@ def test_fast_cnn_is_small_with_a_frozen_whitening_layer():
     assert arch.prepare is not None
 
 
+def test_fast_cnn_widths_set_the_blocks_filters_and_are_checked():
+    model = chapter.fast_cnn(input_shape=(16, 16, 1), num_classes=4, widths=(8, 16, 24))
+    filters = [model.get_layer(f"block{b}_conv{c}").filters for b in (1, 2, 3) for c in (1, 2)]
+    assert filters == [8, 8, 16, 16, 24, 24]
+    for widths in ((8, 16), (8, 0, 16)):
+        with pytest.raises(ModelError, match="widths"):
+            chapter.fast_cnn(widths=widths)
+
+
 def test_whitening_makes_the_patch_covariance_the_identity():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 12, 12, 1)).astype(np.float64)

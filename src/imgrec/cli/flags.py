@@ -111,7 +111,7 @@ _AUGMENT_VALUES = {"flip": "", "rotate": "=DEGREES"}
 AUGMENT_HELP = (
     "comma-separated: "
     + ", ".join(name + _AUGMENT_VALUES.get(name, "=F") for name in AUGMENTATIONS)
-    + " (e.g. flip,rotate=15,zoom=0.1); default: the recipe's (fast-cnn: flip,shift=0.07), "
+    + " (e.g. flip,rotate=15,zoom=0.1); default: the recipe's (fast-cnn: flip), "
     "none for none"
 )
 
