@@ -18,7 +18,7 @@ def test_each_recipe_gets_its_times_its_test_accuracy_and_the_budget_stops_it(tm
     out = tmp_path / "rows.json"
     done = subprocess.run(
         [sys.executable, str(BENCH), "digits", "--recipes", "cifar-cnn,fast-cnn",
-         "--epochs", "3", "--budget", "0", "--json", str(out)],
+         "--epochs", "3", "--budget", "0", "--limit-per-class", "100", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

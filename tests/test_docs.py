@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import io
@@ -45,7 +44,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from warm_imgrec import WarmImgrec
+from warm_imgrec import WarmImgrec, shared
 
 import imgrec
 from imgrec.core import errors
@@ -154,25 +153,9 @@ def page_environment() -> dict[str, str]:
     }
 
 
-_warm: list[WarmImgrec] = []
-
-
 def warm_imgrec() -> WarmImgrec:
-    """One warm ``imgrec`` per test process (tests/warm_imgrec.py), ended when it exits.
-
-    A test file that ran before in the same process may have changed ``os.environ`` for
-    good (a library setting a variable on import): then the waiting process no longer
-    matches the pages' environment, and a new one starts in its place.
-    """
-    env = page_environment()
-    if _warm and _warm[0].serves(env):
-        return _warm[0]
-    if _warm:
-        _warm.pop().close()
-    else:
-        atexit.register(lambda: _warm and _warm.pop().close())
-    _warm.append(WarmImgrec(Path(tempfile.mkdtemp(prefix="warm-imgrec-")), env))
-    return _warm[0]
+    """One warm ``imgrec`` per test process for the pages (tests/warm_imgrec.py)."""
+    return shared("docs", page_environment())
 
 
 class PageRun:

@@ -1,12 +1,14 @@
 """bench/gpu_fast_cnn.py: the fast-cnn recipe in a pure JAX loop, run here on CPU JAX.
 
-Both tests start a subprocess with KERAS_BACKEND=jax (the suite's own Keras runs on
-TensorFlow). The first runs the bench end to end on a tiny Fashion-MNIST subset; the second
-checks that its on-device steps do what Keras's own ``fit`` does with the recipe.
+One subprocess with KERAS_BACKEND=jax (the suite's own Keras runs on TensorFlow) serves
+both slow tests: it checks that the bench's on-device steps do what Keras's own ``fit``
+does with the recipe, then runs the bench end to end on a tiny Fashion-MNIST subset. The
+ablation flags are checked in this process.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from imgrec.models.registry import create_model, get_model_entry
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "gpu_fast_cnn.py"
@@ -34,15 +38,8 @@ def _run_jax(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess
 
 @pytest.mark.slow
 @pytest.mark.fashion_mnist
-def test_bench_trains_fast_cnn_on_cpu_jax():
-    done = _run_jax(
-        [
-            *(str(BENCH), str(FASHION_MNIST), "--epochs", "2", "--limit-per-class", "10"),
-            *("--batch-size", "50", "--test-limit", "200", "--target", "0.15", "--unroll", "2"),
-        ]
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+def test_bench_trains_fast_cnn_on_cpu_jax(jax_run):
+    report = jax_run["bench"]
     assert report["backend"] == "jax" and report["device"]
     assert report["arch"] == "fast-cnn"
     assert report["epochs"] == 2 and report["batch_size"] == 50
@@ -111,14 +108,31 @@ print(json.dumps({
     "moved": gap(trainable, before),
     "one_hot": wants_one_hot(theirs),
 }))
+# Then, where the data set is here, the bench end to end in the same process (one start
+# of JAX and Keras for both tests).
+if len(sys.argv) > 2:
+    print(json.dumps(bench.run(bench.parse_args(sys.argv[2:]))))
 """
+# The end-to-end run: 100 training images, 2 epochs of 2 steps, 200 test images.
+BENCH_ARGS = [
+    *(str(FASHION_MNIST), "--epochs", "2", "--limit-per-class", "10", "--batch-size", "50"),
+    *("--test-limit", "200", "--target", "0.15", "--unroll", "2"),
+]
+
+
+@pytest.fixture(scope="module")
+def jax_run() -> dict:
+    """The parity check's result and, with Fashion-MNIST here, the bench's report."""
+    with_bench = BENCH_ARGS if FASHION_MNIST.is_dir() else []
+    done = _run_jax(["-c", PARITY, str(BENCH), *with_bench], timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()[-2:]]
+    return {"parity": lines[0], "bench": lines[1] if with_bench else None}
 
 
 @pytest.mark.slow
-def test_bench_steps_match_keras_fit():
-    done = _run_jax(["-c", PARITY, str(BENCH)])
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_bench_steps_match_keras_fit(jax_run):
+    result = jax_run["parity"]
     # The recipe smooths labels, so both sides train on one-hot targets.
     assert result["one_hot"] is True
     # Two steps with the recipe's warm-up moved the weights (the first step's rate is 0)...
@@ -126,3 +140,31 @@ def test_bench_steps_match_keras_fit():
     # ...and the bench's steps moved them exactly as fit did, BatchNorm's statistics too.
     assert result["trainable_gap"] < 1e-4
     assert result["non_trainable_gap"] < 1e-4
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("gpu_fast_cnn", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_ablation_flag_changes_its_one_trick():
+    bench = _bench_module()
+    architecture = get_model_entry("fast-cnn").chapter
+    model = create_model("fast-cnn", input_shape=(16, 16, 1), num_classes=4)
+    args = bench.parse_args(["data", "--whiten", "off", "--label-smoothing", "0"])
+    args.bn_momentum, args.logit_scale, args.augment = 0.99, 1.0, "none"
+    changed = bench.ablate(model, architecture, args)
+    assert model.get_layer("whiten").trainable and changed.prepare is None
+    assert {layer.momentum for layer in model.layers if "_bn" in layer.name} == {0.99}
+    assert model.get_layer("logit_scale").scale == 1.0
+    assert (changed.label_smoothing, changed.augment) == (0.0, "none")
+    assert (changed.learning_rate, changed.epochs) == (
+        architecture.learning_rate,
+        architecture.epochs,
+    )
+    # No flags: the recipe as it is, its whitening frozen and prepared.
+    untouched = create_model("fast-cnn", input_shape=(16, 16, 1), num_classes=4)
+    same = bench.ablate(untouched, architecture, bench.parse_args(["data"]))
+    assert same == architecture and not untouched.get_layer("whiten").trainable

@@ -25,7 +25,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import h5py
 import keras
 import pytest
+from warm_imgrec import shared
 
 import imgrec.deploy.exporter
 from imgrec.core.errors import ModelError, UnsafeFileError
@@ -341,9 +341,15 @@ print(json.dumps(results))
 
 
 def run_python(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(SRC), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    """``python ARGS`` in a process of its own, as forked by tests/warm_imgrec.py's launcher.
+
+    The fork runs the same code as a fresh interpreter would, without its 8 s import of
+    TensorFlow; ``CRASH_HOOK`` is read only when a converter starts, so it may differ.
+    """
+    base = {**os.environ, "PYTHONPATH": str(SRC), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    python = shared("hostile-models", base, free=(CRASH_HOOK,)).bin / "python"
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=environment, timeout=900
+        [str(python), *args], capture_output=True, text=True, env=base | (env or {}), timeout=900
     )
 
 

@@ -27,8 +27,10 @@ own then); numpy's threads are what ``multiprocessing``'s fork start method cope
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Variables the launcher may change without falling back to a fresh process: none of them
@@ -210,7 +212,13 @@ while True:
 class WarmImgrec:
     """The waiting process and the launcher folder; :meth:`close` ends the process."""
 
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+    def __init__(self, folder: Path, env: dict[str, str], free: tuple[str, ...] = ()) -> None:
+        """Start the waiting process with ``env``.
+
+        ``free``: more variables (besides ``FREE_VARIABLES``) that a command may set or
+        change and still run warm: ones that imgrec reads only while it runs.
+        """
+        self.free = (*FREE_VARIABLES, *free)
         folder.mkdir(parents=True, exist_ok=True)
         self.bin = folder / "bin"
         self.bin.mkdir(exist_ok=True)
@@ -226,7 +234,7 @@ class WarmImgrec:
         )
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the warm imgrec did not start: see {folder / 'server.log'}")
-        base = self.base = _fixed(env)
+        base = self.base = _fixed(env, self.free)
         programs = {"imgrec": str(Path(sys.executable).parent / "imgrec"), "python": sys.executable}
         for program, real in programs.items():
             launcher = self.bin / program
@@ -237,14 +245,14 @@ class WarmImgrec:
                     real=real,
                     base=base,
                     program=program,
-                    free=FREE_VARIABLES,
+                    free=self.free,
                 )
             )
             launcher.chmod(0o755)
 
     def serves(self, env: dict[str, str]) -> bool:
         """Whether commands run with ``env`` go to the waiting process (else they fall back)."""
-        return _fixed(env) == self.base and self.process.poll() is None
+        return _fixed(env, self.free) == self.base and self.process.poll() is None
 
     def close(self) -> None:
         self.process.terminate()
@@ -256,6 +264,29 @@ class WarmImgrec:
         self.log.close()
 
 
-def _fixed(env: dict[str, str]) -> dict[str, str]:
-    """``env`` without the variables a launcher may see changed (``FREE_VARIABLES``)."""
-    return {k: v for k, v in env.items() if k not in FREE_VARIABLES}
+_SHARED: dict[str, WarmImgrec] = {}
+
+
+def shared(name: str, env: dict[str, str], free: tuple[str, ...] = ()) -> WarmImgrec:
+    """The test process's waiting process called ``name``, started on first use with ``env``.
+
+    A test file that ran before in the same process may have changed ``os.environ`` for
+    good (a library setting a variable on import): when ``env`` no longer matches the one
+    it started with (or it is gone), a new one starts in its place. All end when the test
+    process exits.
+    """
+    warm = _SHARED.get(name)
+    if warm is not None and warm.serves(env):
+        return warm
+    if warm is not None:
+        warm.close()
+    elif not _SHARED:
+        atexit.register(lambda: [_SHARED.pop(key).close() for key in list(_SHARED)])
+    folder = Path(tempfile.mkdtemp(prefix=f"warm-{name}-"))
+    _SHARED[name] = WarmImgrec(folder, env, free)
+    return _SHARED[name]
+
+
+def _fixed(env: dict[str, str], free: tuple[str, ...]) -> dict[str, str]:
+    """``env`` without the variables a launcher may see changed (``free``)."""
+    return {k: v for k, v in env.items() if k not in free}
