@@ -69,6 +69,38 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_converter(isolated_environment) -> Iterator[None]:
+    """Converters run in a fork of a Python that imported TensorFlow once, not a new one.
+
+    imgrec converts a user's model file in a child process (``python -m
+    imgrec.deploy.converter_process``), which imports TensorFlow first: 5 to 8 s of CPU,
+    for each of the suite's many exports. Here the child is a fork of a waiting process
+    that imported it once (tests/warm_imgrec.py), started on the first export: the same
+    module runs, on the same request, in a process of its own, which may crash alone (its
+    signal ends the launcher too). Commands that imgrec runs from a subprocess of a test
+    (``imgrec predict`` in a shell) still start a fresh interpreter for their converter:
+    test_hostile_models.py's crash of the CLI goes that way.
+    """
+    from warm_imgrec import shared
+
+    from imgrec.deploy import converter_process
+
+    # Read by a converter only once it runs: they may differ from the waiting process's.
+    free = (converter_process.CRASH_HOOK, "IMGREC_HOME")
+    # What a converter imports first (besides TensorFlow and Keras).
+    preload = ("imgrec.deploy.converters", "onnx", "tf2onnx")
+
+    def warm_command() -> list[str]:
+        env = converter_process._child_environment()
+        warm = shared("converter", env, free, preload=preload)
+        return [str(warm.bin / "python"), "-m", converter_process.__name__]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(converter_process, "_child_command", warm_command)
+        yield
+
+
 @pytest.fixture(scope="session")
 def chelsea_path() -> Path:
     """scikit-image's cat photo: MobileNetV2 says "Egyptian cat" (ImageNet class 285)."""

@@ -18,7 +18,8 @@ happened earlier.
   start with, KERAS_BACKEND=jax for one); the ``python`` launcher also when the command
   line is not ``python -c CODE ...``, ``python -m MODULE ...`` or ``python SCRIPT ...``
   (an interpreter option, or a program read from stdin).
-- A command whose launcher dies (a block's end kills its process group, a timeout) is
+- A command that ends by a signal ends its launcher by the same signal; a command whose
+  launcher dies (a block's end kills its process group, a timeout) is
   ended with its own process group.
 
 The fork happens before TensorFlow has run anything (it has started no thread of its
@@ -28,6 +29,7 @@ own then); numpy's threads are what ``multiprocessing``'s fork start method cope
 from __future__ import annotations
 
 import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,15 +75,23 @@ while len(reply) < 4:
         print("imgrec (warm): the command's process ended without an exit code", file=sys.stderr)
         os._exit(1)
     reply += chunk
-os._exit(struct.unpack("!i", reply)[0])
+code = struct.unpack("!i", reply)[0]
+if code < 0:  # the command ended by a signal: end by the same one, as the program would
+    import signal
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+os._exit(code)
 """
 
 _SERVER = r"""
 import atexit, json, os, runpy, selectors, signal, socket, struct, sys, threading
 import traceback, types
+import importlib
 import imgrec.cli
 import keras
 import tensorflow
+for module in sys.argv[2:]:  # what the commands will import too (WarmImgrec's preload)
+    importlib.import_module(module)
 
 def receive(conn):
     header, fds, _, _ = socket.recv_fds(conn, 8, 3)
@@ -212,11 +222,19 @@ while True:
 class WarmImgrec:
     """The waiting process and the launcher folder; :meth:`close` ends the process."""
 
-    def __init__(self, folder: Path, env: dict[str, str], free: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        env: dict[str, str],
+        free: tuple[str, ...] = (),
+        preload: tuple[str, ...] = (),
+    ) -> None:
         """Start the waiting process with ``env``.
 
         ``free``: more variables (besides ``FREE_VARIABLES``) that a command may set or
         change and still run warm: ones that imgrec reads only while it runs.
+        ``preload``: modules to import before waiting (besides imgrec's CLI, Keras and
+        TensorFlow), ones the commands would import first thing.
         """
         self.free = (*FREE_VARIABLES, *free)
         folder.mkdir(parents=True, exist_ok=True)
@@ -225,7 +243,7 @@ class WarmImgrec:
         socket_path = folder / "imgrec.sock"
         self.log = (folder / "server.log").open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, str(socket_path)],
+            [sys.executable, "-c", _SERVER, str(socket_path), *preload],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -267,7 +285,9 @@ class WarmImgrec:
 _SHARED: dict[str, WarmImgrec] = {}
 
 
-def shared(name: str, env: dict[str, str], free: tuple[str, ...] = ()) -> WarmImgrec:
+def shared(
+    name: str, env: dict[str, str], free: tuple[str, ...] = (), preload: tuple[str, ...] = ()
+) -> WarmImgrec:
     """The test process's waiting process called ``name``, started on first use with ``env``.
 
     A test file that ran before in the same process may have changed ``os.environ`` for
@@ -279,12 +299,18 @@ def shared(name: str, env: dict[str, str], free: tuple[str, ...] = ()) -> WarmIm
     if warm is not None and warm.serves(env):
         return warm
     if warm is not None:
-        warm.close()
+        _end(warm)
     elif not _SHARED:
-        atexit.register(lambda: [_SHARED.pop(key).close() for key in list(_SHARED)])
+        atexit.register(lambda: [_end(_SHARED.pop(key)) for key in list(_SHARED)])
     folder = Path(tempfile.mkdtemp(prefix=f"warm-{name}-"))
-    _SHARED[name] = WarmImgrec(folder, env, free)
+    _SHARED[name] = WarmImgrec(folder, env, free, preload)
     return _SHARED[name]
+
+
+def _end(warm: WarmImgrec) -> None:
+    """End a shared waiting process and remove the temporary folder made for it."""
+    warm.close()
+    shutil.rmtree(warm.bin.parent, ignore_errors=True)
 
 
 def _fixed(env: dict[str, str], free: tuple[str, ...]) -> dict[str, str]:

@@ -85,7 +85,7 @@ def convert_in_child(
             np.save(request["calibration"], np.asarray(calibration, np.float32))
         (folder / "request.json").write_text(json.dumps(request))
         done = subprocess.run(
-            [sys.executable, "-m", __name__, str(folder / "request.json")],
+            [*_child_command(), str(folder / "request.json")],
             env=_child_environment(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -106,6 +106,15 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _child_command() -> list[str]:
+    """The command that runs this module in a child: this Python, ``-m``.
+
+    (The test suite swaps it for a launcher that forks an interpreter which imported
+    TensorFlow once: tests/warm_imgrec.py.)
+    """
+    return [sys.executable, "-m", __name__]
 
 
 def _child_environment() -> dict[str, str]:
