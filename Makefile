@@ -50,8 +50,8 @@ demo: $(STAMP)
 	$(BIN)/python -m imgrec.demo
 
 # Tests run in parallel processes (pytest-xdist), a file's tests in one process: many wait
-# on a child process or a server, so two workers halve the time even on two cores.
-WORKERS ?= 2
+# on a child process, a server or a browser, so three workers beat two even on two cores.
+WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --durations=25
 
 # Lint, the import layers (pyproject.toml's import-linter contract) and the whole suite.

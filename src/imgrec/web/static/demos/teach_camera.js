@@ -74,16 +74,21 @@ export class Camera {
 
 // Make `button` record a burst while it is held: onFrame(blob) for each frame, a frame
 // every BURST_INTERVAL_MS from the press to the release (mouse, touch, pen or the space
-// bar). onStart/onStop bracket the burst.
+// bar). onStart/onStop bracket the burst; the button's data-frames counts its frames.
 export function holdToRecord(button, camera, { onFrame, onStart = () => {}, onStop = () => {} }) {
   let timer = null;
   let taking = null; // the frame being grabbed, a Promise
+  let frames = 0;
 
   function take() {
     if (taking || !camera.on) return; // a slow encoder skips a beat rather than queueing
     taking = camera
       .grab()
-      .then(onFrame)
+      .then((blob) => {
+        frames += 1;
+        button.dataset.frames = String(frames);
+        return onFrame(blob);
+      })
       .catch(() => {}) // a frame lost (the camera stopped meanwhile) is just not added
       .finally(() => {
         taking = null;
@@ -95,6 +100,8 @@ export function holdToRecord(button, camera, { onFrame, onStart = () => {}, onSt
     event.preventDefault();
     if (event.pointerId !== undefined) button.setPointerCapture?.(event.pointerId);
     button.dataset.recording = "true";
+    frames = 0;
+    button.dataset.frames = "0";
     onStart();
     take();
     timer = setInterval(take, BURST_INTERVAL_MS);
