@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 
 from imgrec import _moved
-from imgrec.core import quiet
+from imgrec.core import native, quiet
 
 # TensorFlow's C++ start-up notices (CPU features, oneDNN) are noise for users: off before
 # anything imports TensorFlow, unless the user set TF_CPP_MIN_LOG_LEVEL or IMGREC_VERBOSE.
 quiet.quiet_native_logs()
+# oneDNN's CPU kernels (twice as fast to train here), unless the user chose.
+native.prefer_onednn()
 
 __version__ = "0.1.0"
 
