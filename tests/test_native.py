@@ -14,18 +14,27 @@ PROBE = (
 )
 
 
-def _probe(**env: str) -> list:
-    base = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=base | env, capture_output=True, text=True, timeout=120
-    )
+def _run(code: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -c code`` with no TF_* or IMGREC_* variable but those of ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "IMGREC_"))}
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, env=base | env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    return done
 
 
 def test_import_imgrec_turns_onednn_on():
-    assert _probe() == ["1", True]
+    assert json.loads(_run(PROBE).stdout.splitlines()[-1]) == ["1", True]
 
 
 def test_the_users_choice_wins():
-    assert _probe(TF_ENABLE_ONEDNN_OPTS="0") == ["0", False]
+    done = _run(PROBE, TF_ENABLE_ONEDNN_OPTS="0")
+    assert json.loads(done.stdout.splitlines()[-1]) == ["0", False]
+
+
+def test_its_start_up_line_stays_off_stderr():
+    # "oneDNN custom operations are on" is written before TF_CPP_MIN_LOG_LEVEL is read:
+    # imgrec imports TensorFlow with the native stderr hidden (unless verbose).
+    code = "import imgrec, keras, tensorflow"
+    assert _run(code).stderr == ""
+    assert "oneDNN custom operations are on" in _run(code, IMGREC_VERBOSE="1").stderr

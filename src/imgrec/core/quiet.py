@@ -16,6 +16,9 @@ The user's word wins:
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import sys
@@ -49,6 +52,34 @@ def quiet_native_logs() -> None:
     """
     if _USER_TF_LOG_LEVEL is None and not is_verbose():
         os.environ[TF_LOG_ENV] = QUIET_TF_LOG_LEVEL
+        if "tensorflow" not in sys.modules:
+            sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports TensorFlow, the first time, inside ``native_stderr_quiet``.
+
+    Some of TensorFlow's start-up lines are written before its logging reads
+    ``TF_CPP_MIN_LOG_LEVEL`` ("oneDNN custom operations are on", and absl's "All log
+    messages before absl::InitializeLog() is called ..."), so the level cannot hide them.
+    """
+
+    def find_spec(
+        self, name: str, path: object, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module: object) -> None:
+                with native_stderr_quiet():
+                    load(module)
+
+            spec.loader.exec_module = exec_module
+        return spec
 
 
 def set_verbose(verbose: bool) -> None:
