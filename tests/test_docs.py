@@ -588,7 +588,15 @@ def test_pages_in_chromium_request_only_loopback(site: Path) -> None:
             assert page.locator(".md-header").count() == 1  # the theme rendered
             # search runs offline: its index and worker come from the server
             page.goto(base)
-            page.locator("input.md-search__input").fill("runtime")
+            # the index is built in a web worker (slow on busy cores): wait for its
+            # "Initializing search" line to go, then type (the search reads key presses: a
+            # fill() that only sets the value was lost once the pages before were cached)
+            page.wait_for_function(
+                "() => !document.querySelector('.md-search-result__meta')"
+                ".textContent.includes('Initializing')",
+                timeout=120_000,
+            )
+            page.locator("input.md-search__input").press_sequentially("runtime")
             page.wait_for_selector(".md-search-result__item", timeout=30_000)
             browser.close()
     finally:
