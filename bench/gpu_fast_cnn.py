@@ -3,7 +3,7 @@
 Usage (a machine with JAX; imgrec and its pure-Python needs on the path, Keras on JAX):
 
     KERAS_BACKEND=jax python bench/gpu_fast_cnn.py /path/to/fashion-mnist \\
-        [--epochs N] [--batch-size 256] [--seed 0] [--target 0.94] [--widths 64,128,256]
+        [--epochs N] [--batch-size 256] [--seed 0] [--target 0.94] [--widths 32,64,128]
 
 The folder holds Fashion-MNIST's four IDX files (train/t10k images and labels, gzipped
 or not); all 60,000 training images train (no validation split). The network is
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--widths",
         type=lambda text: tuple(int(part) for part in text.split(",")),
-        help="the three blocks' filters, e.g. 64,128,256 (default: the recipe's 32,64,128)",
+        help="the three blocks' filters, e.g. 32,64,128 (default: the recipe's 64,128,256)",
     )
     parser.add_argument(
         "--unroll",

@@ -83,6 +83,7 @@ def run_recipe(arch: str, args: argparse.Namespace, folder: Path) -> dict:
         "test_accuracy": test["accuracy"],
         "test_split": test["split"],
         "train_seconds": result["seconds"],
+        "precision": result["precision"],
     }
 
 
@@ -104,8 +105,9 @@ def table(rows: list[dict]) -> str:
         times = ["-" if s is None else f"{s / 60:.1f} min" for s in row["time_to"].values()]
         epochs = f"{row['epochs_done']}/{row['epochs_asked']}"
         epochs += " (budget)" if row["stopped_by_budget"] else ""
+        arithmetic = ", bfloat16" if row.get("precision") == "bfloat16" else ""
         lines.append(
-            f"| `{row['recipe']}` | " + " | ".join(times)
+            f"| `{row['recipe']}`{arithmetic} | " + " | ".join(times)
             + f" | {epochs} | {row['test_accuracy']:.2%} | {speed_up(rows[0], row)} |"
         )  # fmt: skip
     return "\n".join(lines)

@@ -60,15 +60,15 @@ def test_vgg_bn_is_small_and_has_batch_norm():
     assert arch.learning_rate > 0 and arch.epochs > 0
 
 
-def test_fast_cnn_is_small_with_a_frozen_whitening_layer():
+def test_fast_cnn_has_a_frozen_whitening_layer_and_its_recipe():
     model = build_chapter_network("fast-cnn")
-    assert model.count_params() == 291_112  # the count its docstring gives
+    assert model.count_params() == 1_153_576  # the count its docstring gives
     frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights if "bn" not in w.path)
     assert frozen == 40  # 8 filters of 2 x 2 and their biases
     assert not model.get_layer("whiten").trainable
     arch = CHAPTER_ARCHITECTURES["fast-cnn"]
     assert (arch.optimizer, arch.batch_size, arch.tta) == ("sgd", 256, "flip")
-    assert arch.prepare is not None
+    assert arch.prepare is not None and arch.precision == "bfloat16"
 
 
 def test_fast_cnn_widths_set_the_blocks_filters_and_are_checked():

@@ -9,6 +9,7 @@ form older files hold.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -98,6 +99,11 @@ def test_record_reads_the_old_dict_form_and_writes_it_back():
     again = record.to_json()
     assert again == OLD_RECORD | {"limit_per_class": None}
     assert TrainingRecord.from_json(json.loads(json.dumps(again))) == record
+    # a record from before precision was written trained in float32; bfloat16 travels
+    assert record.precision == "float32" and "precision" not in again
+    bf16 = dataclasses.replace(record, precision="bfloat16")
+    assert bf16.to_json()["precision"] == "bfloat16"
+    assert TrainingRecord.from_json(json.loads(json.dumps(bf16.to_json()))) == bf16
 
 
 def test_record_after_an_epoch_leaves_the_original_alone():

@@ -336,3 +336,13 @@ def test_the_old_module_level_names_still_answer_with_a_warning():
         assert imgrec.cli.EXPORT_QUANTIZATIONS is choices.QUANTIZATIONS
     with pytest.raises(AttributeError):
         imgrec.cli.NO_SUCH_NAME  # noqa: B018
+
+
+def test_train_help_names_every_chapter_network(capsys):
+    from imgrec.models.chapter import CHAPTER_ARCHITECTURES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.replace("-\n", "-").split()).replace("- ", "-")
+    for name in CHAPTER_ARCHITECTURES:
+        assert name in text, name

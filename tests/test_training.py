@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 import imgrec
 from imgrec.cli import main
 from imgrec.core.errors import ImgrecError
+from imgrec.core.native import training_precision
 from imgrec.datasets import load_dataset
 from imgrec.models.loading import load_keras_file
 from imgrec.models.metadata import model_info
@@ -85,6 +86,7 @@ def trained(shapes, tmp_path_factory) -> dict:
 def test_training_learns_and_writes_everything(trained):
     assert trained["epochs_done"] >= 3
     assert trained["best_val_accuracy"] >= 0.85
+    assert trained["precision"] == "float32"  # only fast-cnn's recipe asks for bfloat16
     for key in ("model", "last", "history", "curves"):
         assert Path(trained[key]).is_file(), key
     history = json.loads(Path(trained["history"]).read_text())
@@ -263,8 +265,14 @@ def test_fast_cnn_trains_with_its_recipe_and_resumes(shapes, tmp_path):
     assert last.loss.get_config()["label_smoothing"] == 0.2
     kernel = last.get_layer("whiten").get_weights()[0]
     assert kernel.shape == (2, 2, 3, 24) and np.abs(kernel).max() > 1  # set from the photos
+    # bfloat16 where this CPU has it natively; the model and its file stay float32
+    assert record["precision"] == "bfloat16"
+    assert result["precision"] == training_precision("bfloat16")
+    assert {layer.dtype_policy.name for layer in last.layers} == {"float32"}
+    assert {w.dtype for w in last.get_weights()} == {np.dtype("float32")}
     resumed = train(shapes, resume=result["last"], epochs=7, patience=0, verbose=0)
     assert resumed["epochs_done"] == 7
+    assert resumed["precision"] == result["precision"]  # the run's own, on resume
     assert model_info(load_keras_file(resumed["last"])).tta == "flip"
 
 

@@ -73,8 +73,9 @@ def run_train(args: argparse.Namespace) -> int:
     best_loss = result.get("best_val_loss")
     if best is None and best_loss is not None:  # a VAE: no accuracy
         accuracy = f" (validation loss {best_loss:.4g})"
+    arithmetic = " (bfloat16)" if result.get("precision") == "bfloat16" else ""
     print(
-        f"{result['epochs_done']} epochs in {result['seconds']:.0f} s; "
+        f"{result['epochs_done']} epochs in {result['seconds']:.0f} s{arithmetic}; "
         f"best model: {result['model']}{accuracy}"
     )
     print(f"history: {result['history']}\ncurves: {result['curves']}")
@@ -165,8 +166,9 @@ TRAIN = Command(
         flags.flag(
             "--arch",
             default="cifar-cnn",
-            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn), a "
-            "zoo network for transfer learning (mobilenet_v2, efficientnet_lite0, ...), "
+            help="one of the chapter's networks (cifar-cnn, catdog-cnn, mnist-cnn, vgg-bn) or "
+            "fast-cnn, our recipe for accuracy per second; a zoo network for transfer "
+            "learning (mobilenet_v2, efficientnet_lite0, ...), "
             "acgan: the AC-GAN of digits, conv-vae: the VAE with a 2-D latent code (imgrec "
             "generate draws from both), or a 2x super-resolution network (sr-cnn, sr-resnet) "
             "trained on a folder of photos",

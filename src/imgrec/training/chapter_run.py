@@ -62,6 +62,7 @@ def train_chapter_network(
         batch_size=options.batch_size,
         split=split,
         augment=spec_to_string(augment_spec),
+        precision=architecture.precision,
     )
     epoch_steps = steps_per_epoch(len(data.train.labels), options.batch_size)
     compile_classifier(

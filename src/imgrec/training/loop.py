@@ -23,6 +23,7 @@ import numpy as np
 
 from imgrec.core.choices import CLASS_WEIGHTS
 from imgrec.core.errors import ImgrecError
+from imgrec.core.native import compute_precision, training_precision
 from imgrec.datasets import Dataset
 from imgrec.models.chapter import is_binary_output
 from imgrec.models.metadata import ModelInfo
@@ -128,6 +129,7 @@ class FitOutcome:
     interrupted: bool
     seconds: float
     distribution: dict[str, Any] | None = None
+    precision: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """The plain data ``train`` returns; a file not written is None."""
@@ -144,6 +146,7 @@ class FitOutcome:
             "best_val_accuracy": self.best_val_accuracy,
             "interrupted": self.interrupted,
             "seconds": self.seconds,
+            "precision": self.precision,
         }
 
 
@@ -215,8 +218,9 @@ def fit_and_save(
     callbacks += options.callbacks
     if options.verbose:
         callbacks.append(StepProgress())
+    precision = training_precision(record.precision)
     start = time.perf_counter()
-    with _stop_on_sigint(model) as interrupted:
+    with compute_precision(precision), _stop_on_sigint(model) as interrupted:
         model.fit(
             train_x,
             train_y,
@@ -239,6 +243,7 @@ def fit_and_save(
         distribution=placement.report(len(data.train), len(data.val) if data.val else 0)
         if placement.distributed
         else None,
+        precision=precision,
     )
 
 

@@ -79,6 +79,9 @@ class TrainingRecord:
         backbone_input: for transfer learning, the backbone's input height and width.
         devices: the devices the latest fit trained on, all processes together
             (written only when more than one).
+        precision: the arithmetic the recipe asks for: ``"float32"``, or ``"bfloat16"``
+            where the CPU has it natively (``imgrec.core.native.training_precision``;
+            written only when not float32).
         epochs_done: the epochs completed (a partial epoch never counts).
         history: per metric, one value per completed epoch.
         extra: keys of the stored record this version does not know, kept as read.
@@ -93,6 +96,7 @@ class TrainingRecord:
     strategy: str | None = None
     backbone_input: tuple[int, int] | None = None
     devices: int = 1
+    precision: str = "float32"
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +121,8 @@ class TrainingRecord:
         }
         if self.devices != 1:
             data["devices"] = self.devices
+        if self.precision != "float32":
+            data["precision"] = self.precision
         return data | {k: v for k, v in self.extra.items() if k not in data}
 
     @classmethod
@@ -144,6 +150,7 @@ class TrainingRecord:
             strategy=data.get("strategy"),
             backbone_input=tuple(backbone_input) if backbone_input else None,
             devices=int(data.get("devices") or 1),
+            precision=str(data.get("precision") or "float32"),
             epochs_done=epochs_done,
             history={
                 key: [float(v) for v in values]
