@@ -210,14 +210,7 @@ def fit_and_save(
         last_on_disk=last_on_disk,
         best_on_disk=best_on_disk,
     )
-    callbacks: list[keras.callbacks.Callback] = [checkpoints]
-    if validation is not None and options.patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience)
-        )
-    callbacks += options.callbacks
-    if options.verbose:
-        callbacks.append(StepProgress())
+    callbacks = _callbacks(checkpoints, options, has_validation=validation is not None)
     precision = training_precision(record.precision)
     start = time.perf_counter()
     with compute_precision(precision), _stop_on_sigint(model) as interrupted:
@@ -245,6 +238,21 @@ def fit_and_save(
         else None,
         precision=precision,
     )
+
+
+def _callbacks(
+    checkpoints: Checkpoints, options: FitOptions, *, has_validation: bool
+) -> list[keras.callbacks.Callback]:
+    """The fit's callbacks: checkpoints first, early stopping, the caller's, the progress bar."""
+    callbacks: list[keras.callbacks.Callback] = [checkpoints]
+    if has_validation and options.patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience)
+        )
+    callbacks += options.callbacks
+    if options.verbose:
+        callbacks.append(StepProgress())
+    return callbacks
 
 
 def fit_with_checkpoints(
