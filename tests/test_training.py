@@ -282,3 +282,42 @@ def test_fast_cnn_takes_its_recipes_batch_size_and_no_flip_means_no_flip_tta(sha
     info = model_info(load_keras_file(result["last"]))
     assert info.training["batch_size"] == 256
     assert info.tta is None  # trained without mirrored images: no mirrored views either
+    assert info.training["val_split"] == 0.1  # no test split of its own: 10 % held out
+    assert result["validated"]
+
+
+@pytest.fixture(scope="module")
+def shapes_with_test(shapes, tmp_path_factory) -> Path:
+    """The shapes in ``train/`` and ``test/`` folders: a data set with a test split."""
+    root = tmp_path_factory.mktemp("shapes_with_test")
+    for kind in CLASSES:
+        photos = sorted((shapes / kind).glob("*.jpg"))
+        for part, chosen in (("train", photos[:30]), ("test", photos[30:])):
+            (root / part / kind).mkdir(parents=True)
+            for photo in chosen:
+                (root / part / kind / photo.name).write_bytes(photo.read_bytes())
+    return root
+
+
+def test_fast_cnn_trains_on_every_image_where_a_test_split_measures_it(
+    shapes_with_test, tmp_path, capsys
+):
+    out = tmp_path / "all.keras"
+    assert main(["train", str(shapes_with_test), "--arch", "fast-cnn", "--epochs", "1",
+                 "--batch-size", "16", "--out", str(out)]) == 0  # fmt: skip
+    assert "(training accuracy " in capsys.readouterr().out  # not called validation
+    record = model_info(load_keras_file(out)).training
+    assert record["val_split"] == 0.0
+    # evaluate measures it on the test split, and a resume keeps the run's split
+    assert imgrec.evaluate(out, shapes_with_test)["split"] == "test"
+    resumed = train(shapes_with_test, resume=companion_path(out, ".last.keras"), epochs=2,
+                    verbose=0)  # fmt: skip
+    assert resumed["epochs_done"] == 2 and not resumed["validated"]
+    # a validation fraction the run names is the run's
+    named = train(shapes_with_test, "fast-cnn", out=tmp_path / "named.keras", epochs=1,
+                  batch_size=16, val_split=0.2, verbose=0)  # fmt: skip
+    assert named["validated"]
+    assert model_info(load_keras_file(named["last"])).training["val_split"] == 0.2
+    # the other recipes hold out imgrec's default
+    cnn = train(shapes_with_test, "cifar-cnn", out=tmp_path / "cnn.keras", epochs=1, verbose=0)
+    assert cnn["validated"]

@@ -69,7 +69,8 @@ def run_train(args: argparse.Namespace) -> int:
             f"continue with: {resume_command(args, result['last'], result['model'])}"
         )
     best = result["best_val_accuracy"]
-    accuracy = f" (validation accuracy {best:.2%})" if best is not None else ""
+    held_out = "validation" if result.get("validated", True) else "training"
+    accuracy = f" ({held_out} accuracy {best:.2%})" if best is not None else ""
     best_loss = result.get("best_val_loss")
     if best is None and best_loss is not None:  # a VAE: no accuracy
         accuracy = f" (validation loss {best_loss:.4g})"
@@ -162,7 +163,13 @@ TRAIN = Command(
     "Ctrl-C stops after the batch and never counts an unfinished epoch. --resume continues, "
     "beside the resumed file unless --out says otherwise.",
     flags=[
-        *flags.DATA,
+        flags.DATASET,
+        flags.VAL_SPLIT.but(
+            help="validation fraction (default 0.1; fast-cnn: 0 where the data set has a test "
+            "split of its own; on resume the run's)"
+        ),
+        flags.LIMIT_PER_CLASS,
+        flags.SEED,
         flags.flag(
             "--arch",
             default="cifar-cnn",

@@ -89,6 +89,9 @@ class ChapterArchitecture:
         precision: the arithmetic of training: ``"float32"``, or ``"bfloat16"`` where
             the CPU has it natively (``imgrec.core.native.compute_precision``; the
             model and its files stay float32).
+        val_split: the fraction of the training images held out for validation when
+            the run names none and the data set has a test split of its own to be
+            measured on (None: imgrec's default, 0.1; 0: train on all of them).
     """
 
     name: str
@@ -111,6 +114,7 @@ class ChapterArchitecture:
     tta: str = ""
     prepare: Callable[[keras.Model, np.ndarray], None] | None = None
     precision: str = "float32"
+    val_split: float | None = None
 
 
 # --------------------------------------------------------------------------- checks
@@ -544,6 +548,7 @@ CHAPTER_ARCHITECTURES: dict[str, ChapterArchitecture] = {
             tta="flip",
             prepare=prepare_fast_cnn,
             precision="bfloat16",
+            val_split=0.0,
         ),
     )
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -27,6 +28,7 @@ def train_chapter_network(
     lr: float | None = None,
     image_size: tuple[int, int] | None = None,
     augment: str = "",
+    split_named: bool = True,
 ) -> dict[str, Any]:
     """Build the chapter network ``arch`` for ``dataset`` and train it with its recipe.
 
@@ -37,15 +39,16 @@ def train_chapter_network(
         epochs, lr: override the architecture's recipe.
         image_size: the size photo folders are decoded at (default: the network's).
         augment: an augmentation spec (``""``: the recipe's, ``"none"``: none).
+        split_named: whether the run named its validation fraction; if not, the
+            recipe's ``val_split`` applies where the data set has a test split.
 
     Returns:
         ``train``'s result: the fit's outcome and the data set's report.
     """
     architecture = get_model_entry(arch).chapter
     default_height, default_width, _ = architecture.default_input_shape
-    data = load_training_data(
-        dataset, split, image_size=image_size or None, folder_size=(default_height, default_width)
-    )
+    sizes = {"image_size": image_size or None, "folder_size": (default_height, default_width)}
+    data, split = _load(dataset, split, architecture.val_split, split_named, sizes)
     augment_spec = parse_augment(augment or architecture.augment)
     model = create_model(
         architecture.name,
@@ -85,6 +88,24 @@ def train_chapter_network(
     attach_info(model, info)
     outcome = fit_and_save(model, data, record, files=files, info=info, options=options)
     return outcome.to_dict() | data_report(data)
+
+
+def _load(
+    dataset: str | os.PathLike | Dataset,
+    split: SplitSettings,
+    recipe_split: float | None,
+    split_named: bool,
+    sizes: dict[str, Any],
+) -> tuple[Dataset, SplitSettings]:
+    """The data and its split: the recipe's validation fraction where the run named none
+    and a test split of the data set's own is there to measure the model on."""
+    if split_named or recipe_split is None or isinstance(dataset, Dataset):
+        return load_training_data(dataset, split, **sizes), split
+    recipes = dataclasses.replace(split, val_split=recipe_split)
+    data = load_training_data(dataset, recipes, **sizes)
+    if data.test is not None:
+        return data, recipes
+    return load_training_data(dataset, split, **sizes), split
 
 
 def _recorded_tta(tta: str, augment_spec: dict[str, float | bool]) -> str | None:

@@ -119,7 +119,12 @@ class FitOptions:
 
 @dataclass(frozen=True)
 class FitOutcome:
-    """What a fit did: the record it reached and what it wrote."""
+    """What a fit did: the record it reached and what it wrote.
+
+    Without validation images (``validated`` False) the best epoch is the one of the
+    lowest training loss, and ``best_val_loss`` and ``best_val_accuracy`` are its
+    training figures.
+    """
 
     record: TrainingRecord
     files: RunFiles
@@ -130,6 +135,7 @@ class FitOutcome:
     seconds: float
     distribution: dict[str, Any] | None = None
     precision: str = "float32"
+    validated: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The plain data ``train`` returns; a file not written is None."""
@@ -144,6 +150,7 @@ class FitOutcome:
             "epochs_asked": self.record.epochs_asked,
             "best_val_loss": self.best_val_loss,
             "best_val_accuracy": self.best_val_accuracy,
+            "validated": self.validated,
             "interrupted": self.interrupted,
             "seconds": self.seconds,
             "precision": self.precision,
@@ -237,6 +244,7 @@ def fit_and_save(
         if placement.distributed
         else None,
         precision=precision,
+        validated=validation is not None,
     )
 
 
