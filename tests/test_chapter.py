@@ -108,6 +108,23 @@ def test_prepare_sets_the_whitening_layer_as_a_convolution_of_the_patches():
     np.testing.assert_allclose(out[1, 3, 6], kernel.reshape(4, 8).T @ patch + bias, atol=1e-4)
 
 
+def test_prepare_starts_each_block_convolution_partly_as_the_identity():
+    rng = np.random.default_rng(2)
+    model = build_chapter_network("fast-cnn", input_shape=(12, 12, 1), num_classes=3)
+    before = model.get_layer("block2_conv1").get_weights()[0]
+    CHAPTER_ARCHITECTURES["fast-cnn"].prepare(model, rng.integers(0, 256, (20, 12, 12, 1)))
+    for name, inputs, outputs in (("block1_conv1", 8, 64), ("block2_conv1", 64, 128),
+                                  ("block3_conv2", 256, 256)):  # fmt: skip
+        conv = model.get_layer(name)
+        x = rng.normal(size=(2, 5, 5, inputs)).astype(np.float32)
+        y = keras.ops.convert_to_numpy(conv(x))
+        np.testing.assert_allclose(y[..., :inputs], x[..., : min(inputs, outputs)], atol=1e-6)
+    # the filters beyond the inputs keep their random start
+    after = model.get_layer("block2_conv1").get_weights()[0]
+    np.testing.assert_array_equal(after[..., 64:], before[..., 64:])
+    assert after[..., 64:].std() > 0.01
+
+
 def test_every_architecture_describes_a_recipe():
     for name, arch in CHAPTER_ARCHITECTURES.items():
         assert arch.name == name
