@@ -368,6 +368,19 @@ def test_limit_per_class():
     assert not np.array_equal(data.train.images, other.train.images)
 
 
+def test_a_test_split_can_take_its_own_validation_fraction(tmp_path):
+    # digits has its fixed test part: the fraction for data sets with one applies
+    digits = load_dataset("digits", val_split=0.1, val_split_if_test=0)
+    assert digits.val is None and len(digits.train) + len(digits.test) == 1797
+    assert digits.fingerprint == load_dataset("digits", val_split=0).fingerprint
+    # a folder without test/ keeps val_split
+    photos = load_dataset(class_folder(tmp_path / "p", per_class=10, broken=False),
+                          image_size=(8, 8), val_split=0.2, val_split_if_test=0)  # fmt: skip
+    assert photos.test is None and (len(photos.train), len(photos.val)) == (16, 4)
+    with pytest.raises(DatasetError, match="validation split"):
+        load_dataset("digits", val_split_if_test=1.5)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"val_split": 1.0}, "validation split"), ({"limit_per_class": 0}, "limit per class")],

@@ -47,6 +47,7 @@ def load_dataset(
     limit_per_class: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    val_split_if_test: float | None = None,
 ) -> Dataset:
     """Load a labelled image data set by name or path, split and ready to train on.
 
@@ -96,6 +97,10 @@ def load_dataset(
         seed: Chooses ``val`` and the limited images: the same seed gives the same
             arrays in the same order.
         progress: Show a progress bar on stderr while decoding.
+        val_split_if_test: The fraction to hold out instead of ``val_split`` where the
+            data set has a test split (its own, or the fixed one); None: ``val_split``
+            always. ``fast-cnn`` trains on every training image where a test split
+            measures it, and holds out 10 % elsewhere.
 
     Returns:
         A :class:`Dataset`. Its train images are in file order, not shuffled.
@@ -110,8 +115,12 @@ def load_dataset(
     size = _check_size(image_size)
     folder_size = size or _check_size(default_image_size) or DEFAULT_IMAGE_SIZE
     _check_options(channels, val_split, limit_per_class)
+    if val_split_if_test is not None:
+        _check_options(channels, val_split_if_test, limit_per_class)
     raw = _read(spec, folder_size, channels, progress)
     raw = _conform(raw, size, channels, progress)
+    if val_split_if_test is not None and ("test" in raw.parts or raw.test_fraction):
+        val_split = val_split_if_test
     return _split(raw, val_split=val_split, limit_per_class=limit_per_class, seed=seed)
 
 

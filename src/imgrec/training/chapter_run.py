@@ -101,11 +101,10 @@ def _load(
     and a test split of the data set's own is there to measure the model on."""
     if split_named or recipe_split is None or isinstance(dataset, Dataset):
         return load_training_data(dataset, split, **sizes), split
-    recipes = dataclasses.replace(split, val_split=recipe_split)
-    data = load_training_data(dataset, recipes, **sizes)
+    data = load_training_data(dataset, split, val_split_if_test=recipe_split, **sizes)
     if data.test is not None:
-        return data, recipes
-    return load_training_data(dataset, split, **sizes), split
+        return data, dataclasses.replace(split, val_split=recipe_split)
+    return data, split
 
 
 def _recorded_tta(tta: str, augment_spec: dict[str, float | bool]) -> str | None:

@@ -16,6 +16,7 @@ def load_training_data(
     image_size: tuple[int, int] | None = None,
     channels: int | None = None,
     folder_size: tuple[int, int] | None = None,
+    val_split_if_test: float | None = None,
 ) -> Dataset:
     """``spec`` loaded and split for training (a loaded ``Dataset`` is used as it is).
 
@@ -26,6 +27,8 @@ def load_training_data(
             theirs, photo folders take ``folder_size``).
         channels: 1 or 3 to convert to, or None to keep the data's.
         folder_size: the size for photo folders when ``image_size`` is None.
+        val_split_if_test: the fraction to hold out instead of ``split.val_split``
+            where the data set has a test split (None: ``split.val_split`` always).
     """
     if isinstance(spec, Dataset):
         return spec
@@ -37,6 +40,7 @@ def load_training_data(
         val_split=split.val_split,
         limit_per_class=split.limit_per_class,
         seed=split.seed,
+        val_split_if_test=val_split_if_test,
     )
 
 
