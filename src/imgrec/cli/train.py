@@ -7,6 +7,7 @@ import shlex
 
 from imgrec.cli import flags, upscale
 from imgrec.cli.shell import SHELL_ONLY, Command, api_arguments, print_json, progress_level
+from imgrec.core.native import BFLOAT16
 
 # The options a resumed run does not read from its .keras file, with the value that
 # needs no repeating: the resume hint repeats those the interrupted run was given. (The
@@ -74,7 +75,7 @@ def run_train(args: argparse.Namespace) -> int:
     best_loss = result.get("best_val_loss")
     if best is None and best_loss is not None:  # a VAE: no accuracy
         accuracy = f" (validation loss {best_loss:.4g})"
-    arithmetic = " (bfloat16)" if result.get("precision") == "bfloat16" else ""
+    arithmetic = f" ({BFLOAT16})" if result.get("precision") == BFLOAT16 else ""
     print(
         f"{result['epochs_done']} epochs in {result['seconds']:.0f} s{arithmetic}; "
         f"best model: {result['model']}{accuracy}"

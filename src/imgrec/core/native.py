@@ -36,6 +36,9 @@ def prefer_onednn() -> None:
 
 # --------------------------------------------------------------------------- bfloat16
 
+# The precisions a recipe may train in (``ChapterArchitecture.precision``).
+FLOAT32 = "float32"
+BFLOAT16 = "bfloat16"
 BFLOAT16_ENV = "IMGREC_BFLOAT16"
 # The CPU flags (Linux's /proc/cpuinfo) of native bfloat16 arithmetic: Intel's AMX tiles
 # (Sapphire Rapids and later) and AVX-512 BF16 (Cooper Lake, AMD Zen 4 and later).
@@ -68,13 +71,13 @@ def training_precision(asked: str) -> str:
     import keras
 
     if (
-        asked != "bfloat16"
+        asked != BFLOAT16
         or os.environ.get(BFLOAT16_ENV, "1") == "0"
         or os.environ.get(ONEDNN_ENV, "1") == "0"
         or keras.backend.backend() != "tensorflow"
     ):
-        return "float32"
-    return "bfloat16" if cpu_has_bfloat16() else "float32"
+        return FLOAT32
+    return BFLOAT16 if cpu_has_bfloat16() else FLOAT32
 
 
 @contextmanager
@@ -88,7 +91,7 @@ def compute_precision(precision: str) -> Iterator[None]:
     another thread builds meanwhile is rewritten too. The earlier setting comes back on
     the way out. ``"float32"`` changes nothing.
     """
-    if precision != "bfloat16":
+    if precision != BFLOAT16:
         yield
         return
     import tensorflow as tf

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgrec.core.errors import ModelError
+from imgrec.core.native import BFLOAT16, FLOAT32
 
 if TYPE_CHECKING:
     import keras
@@ -113,7 +114,7 @@ class ChapterArchitecture:
     augment: str = ""
     tta: str = ""
     prepare: Callable[[keras.Model, np.ndarray], None] | None = None
-    precision: str = "float32"
+    precision: str = FLOAT32
     val_split: float | None = None
 
 
@@ -571,7 +572,7 @@ CHAPTER_ARCHITECTURES: dict[str, ChapterArchitecture] = {
             augment="flip",
             tta="flip",
             prepare=prepare_fast_cnn,
-            precision="bfloat16",
+            precision=BFLOAT16,
             val_split=0.0,
         ),
     )

@@ -119,7 +119,8 @@ def train(
     Returns:
         Plain data: paths written (``model``, ``last``, ``history``, ``curves``; None
         where no epoch finished, or not process 0), epochs done and asked, best
-        validation loss and accuracy, whether interrupted, seconds, data set summary,
+        validation loss and accuracy (``validated`` False: no validation images, and
+        these are the training figures), whether interrupted, seconds, data set summary,
         skipped files; on several devices, ``distribution`` (see ``Placement.report``).
 
     Raises:

@@ -23,7 +23,7 @@ import numpy as np
 
 from imgrec.core.choices import CLASS_WEIGHTS
 from imgrec.core.errors import ImgrecError
-from imgrec.core.native import compute_precision, training_precision
+from imgrec.core.native import FLOAT32, compute_precision, training_precision
 from imgrec.datasets import Dataset
 from imgrec.models.chapter import is_binary_output
 from imgrec.models.metadata import ModelInfo
@@ -134,7 +134,7 @@ class FitOutcome:
     interrupted: bool
     seconds: float
     distribution: dict[str, Any] | None = None
-    precision: str = "float32"
+    precision: str = FLOAT32
     validated: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imgrec.core.errors import ModelError
+from imgrec.core.native import FLOAT32
 from imgrec.datasets import Dataset
 
 DEFAULT_VAL_SPLIT = 0.1
@@ -96,7 +97,7 @@ class TrainingRecord:
     strategy: str | None = None
     backbone_input: tuple[int, int] | None = None
     devices: int = 1
-    precision: str = "float32"
+    precision: str = FLOAT32
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -121,7 +122,7 @@ class TrainingRecord:
         }
         if self.devices != 1:
             data["devices"] = self.devices
-        if self.precision != "float32":
+        if self.precision != FLOAT32:
             data["precision"] = self.precision
         return data | {k: v for k, v in self.extra.items() if k not in data}
 
@@ -150,7 +151,7 @@ class TrainingRecord:
             strategy=data.get("strategy"),
             backbone_input=tuple(backbone_input) if backbone_input else None,
             devices=int(data.get("devices") or 1),
-            precision=str(data.get("precision") or "float32"),
+            precision=str(data.get("precision") or FLOAT32),
             epochs_done=epochs_done,
             history={
                 key: [float(v) for v in values]
