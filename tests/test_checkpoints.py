@@ -104,6 +104,10 @@ def test_record_reads_the_old_dict_form_and_writes_it_back():
     bf16 = dataclasses.replace(record, precision="bfloat16")
     assert bf16.to_json()["precision"] == "bfloat16"
     assert TrainingRecord.from_json(json.loads(json.dumps(bf16.to_json()))) == bf16
+    # so do alternating flips, written only when a run has them
+    assert not record.alternate_flips and "alternate_flips" not in again
+    alternating = dataclasses.replace(record, alternate_flips=True)
+    assert TrainingRecord.from_json(json.loads(json.dumps(alternating.to_json()))) == alternating
 
 
 def test_record_after_an_epoch_leaves_the_original_alone():

@@ -260,6 +260,9 @@ def test_fast_cnn_trains_with_its_recipe_and_resumes(shapes, tmp_path):
     last = load_keras_file(result["last"], compile=True)
     record = model_info(last).training
     assert record["augment"] == "flip"  # the recipe's, as none was asked
+    # ... mirrored every other epoch as the batches are cut, not by a layer of the model
+    assert record["alternate_flips"] is True
+    assert "augmentation" not in [layer.name for layer in last.layers]  # flip was all of it
     assert model_info(last).tta == "flip"  # the recipe's test-time augmentation, recorded
     assert isinstance(last.optimizer, keras.optimizers.SGD) and last.optimizer.nesterov
     assert last.loss.get_config()["label_smoothing"] == 0.2
@@ -282,6 +285,7 @@ def test_fast_cnn_takes_its_recipes_batch_size_and_no_flip_means_no_flip_tta(sha
     info = model_info(load_keras_file(result["last"]))
     assert info.training["batch_size"] == 256
     assert info.tta is None  # trained without mirrored images: no mirrored views either
+    assert "alternate_flips" not in info.training  # nothing to alternate
     assert info.training["val_split"] == 0.1  # no test split of its own: 10 % held out
     assert result["validated"]
 
@@ -315,8 +319,8 @@ def test_fast_cnn_trains_on_every_image_where_a_test_split_measures_it(
     assert resumed["epochs_done"] == 2 and not resumed["validated"]
     # a validation fraction the run names is the run's
     named = train(shapes_with_test, "fast-cnn", out=tmp_path / "named.keras", epochs=1,
-                  batch_size=16, val_split=0.2, verbose=0)  # fmt: skip
-    assert named["validated"]
+                  batch_size=16, val_split=0.2, class_weight="balanced", verbose=0)  # fmt: skip
+    assert named["validated"]  # (and class weights reach the alternating flips' batches)
     assert model_info(load_keras_file(named["last"])).training["val_split"] == 0.2
     # the other recipes hold out imgrec's default
     cnn = train(shapes_with_test, "cifar-cnn", out=tmp_path / "cnn.keras", epochs=1, verbose=0)

@@ -93,6 +93,9 @@ class ChapterArchitecture:
         val_split: the fraction of the training images held out for validation when
             the run names none and the data set has a test split of its own to be
             measured on (None: imgrec's default, 0.1; 0: train on all of them).
+        alternate_flips: with ``flip`` augmentation on one device, mirror each training
+            image every other epoch instead of at random (airbench's alternating flip,
+            ``imgrec.training.flips``).
     """
 
     name: str
@@ -116,6 +119,7 @@ class ChapterArchitecture:
     prepare: Callable[[keras.Model, np.ndarray], None] | None = None
     precision: str = FLOAT32
     val_split: float | None = None
+    alternate_flips: bool = False
 
 
 # --------------------------------------------------------------------------- checks
@@ -390,7 +394,8 @@ def fast_cnn(
 
     Recipe (``CHAPTER_ARCHITECTURES["fast-cnn"]``): SGD with Nesterov momentum 0.9,
     learning rate 0.2 after a half-epoch linear warm-up, cosine decay to 0, weight
-    decay 5e-4, batch 256, label smoothing 0.2, random horizontal flips, 9 epochs, in
+    decay 5e-4, batch 256, label smoothing 0.2, horizontal flips that alternate (each
+    training image mirrored every other epoch: ``imgrec.training.flips``), 9 epochs, in
     bfloat16 where the CPU has it natively (``imgrec.core.native``; 11 to 13 minutes of
     two Sapphire Rapids cores for Fashion-MNIST), on every training image where the
     data set has a test split (``val_split=0``); ``evaluate`` and ``predict`` average
@@ -574,6 +579,7 @@ CHAPTER_ARCHITECTURES: dict[str, ChapterArchitecture] = {
             prepare=prepare_fast_cnn,
             precision=BFLOAT16,
             val_split=0.0,
+            alternate_flips=True,
         ),
     )
 }

@@ -50,11 +50,17 @@ def train_chapter_network(
     sizes = {"image_size": image_size or None, "folder_size": (default_height, default_width)}
     data, split = _load(dataset, split, architecture.val_split, split_named, sizes)
     augment_spec = parse_augment(augment or architecture.augment)
+    alternate = (
+        architecture.alternate_flips
+        and bool(augment_spec.get("flip"))
+        and not options.placement.distributed
+    )
+    in_model = {k: v for k, v in augment_spec.items() if not (alternate and k == "flip")}
     model = create_model(
         architecture.name,
         input_shape=data.train.images.shape[1:],
         num_classes=len(data.class_names),
-        augmentation=augmentation_layer(augment_spec, seed=split.seed),
+        augmentation=augmentation_layer(in_model, seed=split.seed),
     )
     if architecture.prepare is not None:
         architecture.prepare(model, data.train.images)
@@ -66,6 +72,7 @@ def train_chapter_network(
         split=split,
         augment=spec_to_string(augment_spec),
         precision=architecture.precision,
+        alternate_flips=alternate,
     )
     epoch_steps = steps_per_epoch(len(data.train.labels), options.batch_size)
     compile_classifier(

@@ -29,6 +29,7 @@ from imgrec.models.chapter import is_binary_output
 from imgrec.models.metadata import ModelInfo
 from imgrec.training.checkpoints import Checkpoints, RunFiles, write_json
 from imgrec.training.distribute import Placement
+from imgrec.training.flips import AlternatingFlips
 from imgrec.training.record import DEFAULT_BATCH_SIZE, TrainingRecord
 
 
@@ -220,15 +221,14 @@ def fit_and_save(
     callbacks = _callbacks(checkpoints, options, has_validation=validation is not None)
     precision = training_precision(record.precision)
     start = time.perf_counter()
+    feed = _training_feed(train_x, train_y, record, placement.local_batch_size(options.batch_size),
+                          weights)  # fmt: skip
     with compute_precision(precision), _stop_on_sigint(model) as interrupted:
         model.fit(
-            train_x,
-            train_y,
-            batch_size=placement.local_batch_size(options.batch_size),
+            **feed,
             epochs=epochs or record.epochs_asked,
             initial_epoch=record.epochs_done,
             validation_data=validation,
-            class_weight=weights,
             callbacks=callbacks,
             verbose=options.verbose,
         )
@@ -328,6 +328,25 @@ def _fit_arrays(
     if data.val is None:
         return (train[0], train[1]), None
     return (train[0], train[1]), placement.shard(val_x, targets(data.val.labels))
+
+
+def _training_feed(
+    images: Any,
+    targets: Any,
+    record: TrainingRecord,
+    batch_size: int,
+    class_weight: dict[int, float] | None,
+) -> dict[str, Any]:
+    """``model.fit``'s training data: the arrays, or batches whose flips alternate."""
+    if not record.alternate_flips:
+        return {"x": images, "y": targets, "batch_size": batch_size, "class_weight": class_weight}
+    weights = None
+    if class_weight is not None:
+        labels = np.argmax(targets, axis=-1) if np.ndim(targets) > 1 else targets
+        weights = np.array([class_weight[int(label)] for label in labels], dtype=np.float32)
+    flips = AlternatingFlips(images, targets, batch_size, seed=record.split.seed,
+                             first_epoch=record.epochs_done, sample_weights=weights)  # fmt: skip
+    return {"x": flips}
 
 
 def _balanced_weights(labels: np.ndarray) -> dict[int, float]:

@@ -83,6 +83,9 @@ class TrainingRecord:
         precision: the arithmetic the recipe asks for: ``"float32"``, or ``"bfloat16"``
             where the CPU has it natively (``imgrec.core.native.training_precision``;
             written only when not float32).
+        alternate_flips: whether the training images are mirrored every other epoch
+            (``imgrec.training.flips``) rather than by the model's augmentation layer
+            (written only when they are).
         epochs_done: the epochs completed (a partial epoch never counts).
         history: per metric, one value per completed epoch.
         extra: keys of the stored record this version does not know, kept as read.
@@ -98,6 +101,7 @@ class TrainingRecord:
     backbone_input: tuple[int, int] | None = None
     devices: int = 1
     precision: str = FLOAT32
+    alternate_flips: bool = False
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +128,8 @@ class TrainingRecord:
             data["devices"] = self.devices
         if self.precision != FLOAT32:
             data["precision"] = self.precision
+        if self.alternate_flips:
+            data["alternate_flips"] = True
         return data | {k: v for k, v in self.extra.items() if k not in data}
 
     @classmethod
@@ -152,6 +158,7 @@ class TrainingRecord:
             backbone_input=tuple(backbone_input) if backbone_input else None,
             devices=int(data.get("devices") or 1),
             precision=str(data.get("precision") or FLOAT32),
+            alternate_flips=data.get("alternate_flips") is True,
             epochs_done=epochs_done,
             history={
                 key: [float(v) for v in values]
