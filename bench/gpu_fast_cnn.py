@@ -12,10 +12,12 @@ schedule and loss are the ones `compile_classifier` gives the recipe (Keras's SG
 Nesterov momentum and decoupled weight decay, driven through `stateless_apply`). The
 training images and labels go to the device once; each epoch is one call of one compiled
 function that shuffles (`jax.random.permutation`), augments each batch on the device (the
-recipe's random horizontal flip; zero-filled shifts when `--augment` asks) and runs every
-step in `jax.lax.scan`, BatchNorm's statistics threaded through: no host work between
-steps. `--widths` and the ablation flags (`--whiten off`, `--label-smoothing`,
-`--bn-momentum`, `--logit-scale`, `--augment`) change one thing of the recipe each.
+recipe's alternating horizontal flip, as `imgrec.training.flips` makes it: each image
+mirrored at random in the first epoch and the other way round in every epoch after;
+zero-filled shifts when `--augment` asks) and runs every step in `jax.lax.scan`,
+BatchNorm's statistics threaded through: no host work between steps. `--widths` and the
+ablation flags (`--whiten off`, `--label-smoothing`, `--bn-momentum`, `--logit-scale`,
+`--augment`, `--flips random`) change one thing of the recipe each.
 The function is compiled ahead of time (`jax.jit(...).lower(...).compile()`), timed apart
 as `compile_s`, so every epoch's seconds are training steps only. After each epoch,
 untimed, the test set is classified on the device, plain and with flip TTA (mean of the
@@ -79,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ablation.add_argument(
         "--augment", help="training augmentation spec, e.g. none, flip (default: the recipe's)"
     )
+    ablation.add_argument(
+        "--flips",
+        choices=("alternate", "random"),
+        help="random: each image mirrored at random in every epoch (default: the recipe's, "
+        "alternate)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,6 +101,8 @@ def ablate(model: Any, architecture: Any, args: argparse.Namespace) -> Any:
         for key, value in (("label_smoothing", args.label_smoothing), ("augment", args.augment))
         if value is not None
     }
+    if args.flips is not None:
+        changes["alternate_flips"] = args.flips == "alternate"
     if args.whiten == "off":
         model.get_layer("whiten").trainable = True
         changes["prepare"] = None
@@ -131,7 +141,10 @@ def recipe_optimizer(model: Any, architecture: Any, steps_per_epoch: int, epochs
 
 
 def augmenter(spec: dict[str, Any], image_shape: tuple[int, int, int]):
-    """``augment(key, batch)``: the recipe's flip and shift on a float batch, in jnp.
+    """``augment(key, batch, mirrored=None)``: the recipe's flip and shift on a float batch.
+
+    ``mirrored`` says which images of the batch to mirror (alternating flips); without it
+    each is mirrored at random.
 
     ``shift=F`` moves each image by a whole number of pixels up to ``round(F * side)``
     (2 for 0.07 on 28 x 28) in each direction, filling with zeros.
@@ -152,11 +165,12 @@ def augmenter(spec: dict[str, Any], image_shape: tuple[int, int, int]):
     def crop(image, top, left):
         return jax.lax.dynamic_slice(image, (top, left, 0), (height, width, channels))
 
-    def augment(key, x):
+    def augment(key, x, mirrored=None):
         flip_key, rows_key, columns_key = jax.random.split(key, 3)
         if flip:
-            mirrored = jax.random.bernoulli(flip_key, 0.5, (x.shape[0], 1, 1, 1))
-            x = jnp.where(mirrored, x[:, :, ::-1, :], x)
+            if mirrored is None:
+                mirrored = jax.random.bernoulli(flip_key, 0.5, (x.shape[0],))
+            x = jnp.where(mirrored[:, None, None, None], x[:, :, ::-1, :], x)
         if shift:
             padded = jnp.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
             tops = jax.random.randint(rows_key, (x.shape[0],), 0, 2 * shift + 1)
@@ -194,31 +208,52 @@ def make_train_step(model: Any, optimizer: Any, loss_fn: Any, num_classes: int, 
     return step
 
 
+def alternating_flips(seed: int, count: int, number):
+    """Which of ``count`` images epoch ``number`` (from 0) mirrors, alternating.
+
+    The first epoch's flips are drawn from ``seed``; every later epoch mirrors exactly the
+    images the epoch before did not (``imgrec.training.flips``, on the device).
+    """
+    import jax
+
+    first = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5, (count,))
+    return first ^ (number % 2 == 1)
+
+
 def make_epoch(
-    step, batch_size: int, steps: int, augment=None, shuffle: bool = True, unroll: int = 1
+    step,
+    batch_size: int,
+    steps: int,
+    augment=None,
+    shuffle: bool = True,
+    unroll: int = 1,
+    flip_seed: int | None = None,
 ):
-    """``epoch(state, key, images, labels) -> (state, mean loss)``: ``steps`` steps in a scan.
+    """``epoch(state, key, images, labels, number=0) -> (state, mean loss)``: a scan of steps.
 
     Each epoch draws a permutation of the training images (or keeps their order without
     ``shuffle``); when ``steps * batch_size`` is more than the images, the last batch is
     filled up from the start of the same permutation, so every step has ``batch_size``
-    images and an epoch has Keras's ``ceil(images / batch_size)`` steps.
+    images and an epoch has Keras's ``ceil(images / batch_size)`` steps. With a
+    ``flip_seed`` the flips alternate (``alternating_flips`` of epoch ``number``, from 0);
+    without, ``augment`` mirrors at random.
     """
     import jax
     import jax.numpy as jnp
 
-    def epoch(state, key, images, labels):
+    def epoch(state, key, images, labels, number=0):
         count = images.shape[0]
         order_key, augment_key = jax.random.split(key)
         order = jax.random.permutation(order_key, count) if shuffle else jnp.arange(count)
         order = jnp.resize(order, (steps * batch_size,)).reshape(steps, batch_size)
         keys = jax.random.split(augment_key, steps)
+        flips = None if flip_seed is None else alternating_flips(flip_seed, count, number)
 
         def body(state, inputs):
             indices, step_key = inputs
             x = images[indices].astype("float32")
             if augment is not None:
-                x = augment(step_key, x)
+                x = augment(step_key, x, None if flips is None else flips[indices])
             return step(state, (x, labels[indices]))
 
         state, losses = jax.lax.scan(body, state, (order, keys), unroll=unroll)
@@ -290,7 +325,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     from imgrec.models.chapter import FAST_CNN_WIDTHS, fast_cnn
     from imgrec.models.registry import create_model, get_model_entry
     from imgrec.training.augment import parse_augment
-    from imgrec.training.loop import steps_per_epoch, wants_one_hot
+    from imgrec.training.loop import wants_one_hot
+    from imgrec.training.record import steps_per_epoch
 
     architecture = get_model_entry(ARCH).chapter
     data = load_dataset(
@@ -317,7 +353,9 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     step = make_train_step(
         model, optimizer, loss_fn, len(data.class_names), one_hot=wants_one_hot(model)
     )
-    augment = augmenter(parse_augment(architecture.augment), images.shape[1:])
+    spec = parse_augment(architecture.augment)
+    augment = augmenter(spec, images.shape[1:])
+    flip_seed = args.seed if architecture.alternate_flips and spec.get("flip") else None
     test = data.test
     test_count = min(args.test_limit or len(test.labels), len(test.labels))
     return {
@@ -329,7 +367,10 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": epochs,
         "batch_size": batch_size,
         "steps": steps,
-        "epoch": make_epoch(step, batch_size, steps, augment, unroll=args.unroll),
+        "epoch": make_epoch(
+            step, batch_size, steps, augment, unroll=args.unroll, flip_seed=flip_seed
+        ),
+        "flips": "random" if flip_seed is None else "alternate",
         "evaluate": make_evaluate(model, test_count),
         "test": (test.images[:test_count], test.labels[:test_count]),
     }
@@ -351,7 +392,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     key = jax.random.PRNGKey(args.seed)
 
     started = time.perf_counter()
-    epoch = jax.jit(run_["epoch"]).lower(state, key, train_x, train_y).compile()
+    number = np.int32(0)  # the epoch's number from 0, traced: one compiled epoch for all
+    epoch = jax.jit(run_["epoch"]).lower(state, key, train_x, train_y, number).compile()
     evaluate = jax.jit(run_["evaluate"]).lower(state[0], state[1], test_x, test_y).compile()
     compile_s = time.perf_counter() - started
 
@@ -359,7 +401,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     epochs, trained_s, time_to_target = [], 0.0, None
     for number in range(1, run_["epochs"] + 1):
         started = time.perf_counter()
-        state, loss = epoch(state, jax.random.fold_in(key, number), train_x, train_y)
+        state, loss = epoch(
+            state, jax.random.fold_in(key, number), train_x, train_y, np.int32(number - 1)
+        )
         loss = float(jax.block_until_ready(loss))
         seconds = time.perf_counter() - started
         trained_s += seconds
@@ -386,6 +430,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             key: getattr(args, key)
             for key in ("whiten", "label_smoothing", "bn_momentum", "logit_scale", "augment")
         },
+        "flips": run_["flips"],
         "epochs": run_["epochs"],
         "batch_size": run_["batch_size"],
         "steps_per_epoch": run_["steps"],

@@ -42,6 +42,7 @@ def test_bench_trains_fast_cnn_on_cpu_jax(jax_run):
     report = jax_run["bench"]
     assert report["backend"] == "jax" and report["device"]
     assert report["arch"] == "fast-cnn"
+    assert report["flips"] == "alternate"  # the recipe's, as imgrec train makes them
     assert report["epochs"] == 2 and report["batch_size"] == 50
     assert report["train_images"] == 100 and report["test_images"] == 200
     assert report["steps_per_epoch"] == 2
@@ -155,7 +156,9 @@ def test_each_ablation_flag_changes_its_one_trick():
     model = create_model("fast-cnn", input_shape=(16, 16, 1), num_classes=4)
     args = bench.parse_args(["data", "--whiten", "off", "--label-smoothing", "0"])
     args.bn_momentum, args.logit_scale, args.augment = 0.99, 1.0, "none"
+    args.flips = "random"
     changed = bench.ablate(model, architecture, args)
+    assert architecture.alternate_flips and not changed.alternate_flips
     assert model.get_layer("whiten").trainable and changed.prepare is None
     assert {layer.momentum for layer in model.layers if "_bn" in layer.name} == {0.99}
     assert model.get_layer("logit_scale").scale == 1.0
@@ -168,3 +171,24 @@ def test_each_ablation_flag_changes_its_one_trick():
     untouched = create_model("fast-cnn", input_shape=(16, 16, 1), num_classes=4)
     same = bench.ablate(untouched, architecture, bench.parse_args(["data"]))
     assert same == architecture and not untouched.get_layer("whiten").trainable
+
+
+def test_the_device_flips_alternate_as_imgrec_train_s_do():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    bench = _bench_module()
+    first, second, third = (
+        np.asarray(bench.alternating_flips(3, 1000, jnp.int32(number))) for number in range(3)
+    )
+    # About half the images mirrored in the first epoch, the others in the second, and
+    # the first epoch's again in the third: each image both ways every two epochs.
+    assert 400 < first.sum() < 600
+    assert np.array_equal(second, ~first) and np.array_equal(third, first)
+    # The augmenter mirrors exactly the images it is told to.
+    augment = bench.augmenter({"flip": True}, (2, 3, 1))
+    batch = jnp.arange(12, dtype="float32").reshape(2, 2, 3, 1)
+    out = np.asarray(augment(jax.random.PRNGKey(0), batch, jnp.array([True, False])))
+    assert np.array_equal(out[0], np.asarray(batch)[0, :, ::-1])
+    assert np.array_equal(out[1], np.asarray(batch)[1])

@@ -114,9 +114,7 @@ def load_dataset(
     """
     size = _check_size(image_size)
     folder_size = size or _check_size(default_image_size) or DEFAULT_IMAGE_SIZE
-    _check_options(channels, val_split, limit_per_class)
-    if val_split_if_test is not None:
-        _check_options(channels, val_split_if_test, limit_per_class)
+    _check_options(channels, (val_split, val_split_if_test), limit_per_class)
     raw = _read(spec, folder_size, channels, progress)
     raw = _conform(raw, size, channels, progress)
     if val_split_if_test is not None and ("test" in raw.parts or raw.test_fraction):
@@ -124,12 +122,15 @@ def load_dataset(
     return _split(raw, val_split=val_split, limit_per_class=limit_per_class, seed=seed)
 
 
-def _check_options(channels: int | None, val_split: float, limit_per_class: int | None) -> None:
+def _check_options(
+    channels: int | None, val_splits: tuple[float | None, ...], limit_per_class: int | None
+) -> None:
     """ValueError or DatasetError for options out of range (see ``load_dataset``)."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-    if not 0 <= val_split < 1:
-        raise DatasetError(f"the validation split must be from 0 to below 1, got {val_split}")
+    for val_split in val_splits:
+        if val_split is not None and not 0 <= val_split < 1:
+            raise DatasetError(f"the validation split must be from 0 to below 1, got {val_split}")
     if limit_per_class is not None and limit_per_class < 1:
         raise DatasetError(f"the limit per class must be at least 1, got {limit_per_class}")
 

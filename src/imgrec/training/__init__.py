@@ -3,8 +3,13 @@ transfer learning. ``imgrec.train`` is the one entry point."""
 
 from imgrec.training.checkpoints import companion_path
 from imgrec.training.fit import is_transfer_architecture, train
-from imgrec.training.loop import compile_classifier, fit_with_checkpoints, steps_per_epoch
-from imgrec.training.record import DEFAULT_BATCH_SIZE, DEFAULT_VAL_SPLIT, TrainingRecord
+from imgrec.training.loop import compile_classifier, fit_with_checkpoints
+from imgrec.training.record import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_VAL_SPLIT,
+    TrainingRecord,
+    steps_per_epoch,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

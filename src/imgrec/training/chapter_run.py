@@ -13,8 +13,8 @@ from imgrec.models.registry import create_model, get_model_entry
 from imgrec.training.augment import augmentation_layer, parse_augment, spec_to_string
 from imgrec.training.checkpoints import RunFiles
 from imgrec.training.data import data_report, load_training_data
-from imgrec.training.loop import FitOptions, compile_classifier, fit_and_save, steps_per_epoch
-from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
+from imgrec.training.loop import FitOptions, compile_classifier, fit_and_save
+from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord, steps_per_epoch
 
 
 def train_chapter_network(

@@ -16,6 +16,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from imgrec.models.tta import mirror
+from imgrec.training.record import steps_per_epoch
+
 
 class AlternatingFlips(keras.utils.PyDataset):
     """Shuffled batches of ``images`` and ``targets``, each image mirrored every other epoch.
@@ -54,13 +57,13 @@ class AlternatingFlips(keras.utils.PyDataset):
         self.order = self._order()
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        return steps_per_epoch(len(self.images), self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = np.array(self.images[chosen], dtype=np.float32)
         mirrored = self.flipped(chosen)
-        batch[mirrored] = batch[mirrored][:, :, ::-1]
+        batch[mirrored] = mirror(batch[mirrored])
         if self.sample_weights is None:
             return batch, self.targets[chosen]
         return batch, self.targets[chosen], self.sample_weights[chosen]

@@ -33,11 +33,6 @@ from imgrec.training.flips import AlternatingFlips
 from imgrec.training.record import DEFAULT_BATCH_SIZE, TrainingRecord
 
 
-def steps_per_epoch(samples: int, batch_size: int) -> int:
-    """Steps of ``batch_size`` images that cover ``samples`` images once."""
-    return max(1, -(-samples // batch_size))
-
-
 def compile_classifier(
     model: keras.Model,
     lr: float,

@@ -25,6 +25,11 @@ DEFAULT_VAL_SPLIT = 0.1
 DEFAULT_BATCH_SIZE = 64
 
 
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Steps of ``batch_size`` images that cover ``samples`` images once."""
+    return max(1, -(-samples // batch_size))
+
+
 @dataclass(frozen=True)
 class SplitSettings:
     """How a run split its data: draw the same split again and no image changes side.

@@ -49,9 +49,8 @@ from imgrec.training.loop import (
     FitOutcome,
     compile_classifier,
     fit_and_save,
-    steps_per_epoch,
 )
-from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord
+from imgrec.training.record import DatasetRef, SplitSettings, TrainingRecord, steps_per_epoch
 
 STRATEGIES = TRANSFER_STRATEGIES
 BACKBONE_LAYER = "backbone"
