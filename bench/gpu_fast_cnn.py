@@ -211,12 +211,13 @@ def make_train_step(model: Any, optimizer: Any, loss_fn: Any, num_classes: int, 
 def alternating_flips(seed: int, count: int, number):
     """Which of ``count`` images epoch ``number`` (from 0) mirrors, alternating.
 
-    The first epoch's flips are drawn from ``seed``; every later epoch mirrors exactly the
-    images the epoch before did not (``imgrec.training.flips``, on the device).
+    The first epoch's flips are drawn from ``seed``'s key folded with 0, a stream of its
+    own (``run`` folds in the epochs' numbers from 1); every later epoch mirrors exactly
+    the images the epoch before did not (``imgrec.training.flips``, on the device).
     """
     import jax
 
-    first = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5, (count,))
+    first = jax.random.bernoulli(jax.random.fold_in(jax.random.PRNGKey(seed), 0), 0.5, (count,))
     return first ^ (number % 2 == 1)
 
 
