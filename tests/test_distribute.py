@@ -118,8 +118,15 @@ weights["initial"] = [w.tolist() for w in first.weights]
 # Resumed on the same two devices: one more epoch, into files of its own.
 resumed = imgrec.train("digits", resume="two.last.keras", epochs=2, devices=2, verbose=0,
                        out="resumed.keras")
+# fast-cnn's flips alternate on two devices; a one-device run resumed on two goes on so.
+settings = dict(epochs=1, batch_size=64, limit_per_class=56, seed=3, patience=0, verbose=0)
+flips = {"two": imgrec.train("digits", "fast-cnn", out="flips_two.keras", devices=2,
+                             **settings)}
+imgrec.train("digits", "fast-cnn", out="flips.keras", **settings)
+flips["resumed"] = imgrec.train("digits", resume="flips.last.keras", epochs=2, devices=2,
+                                verbose=0, out="flips2.keras")
 print(json.dumps({"one": one, "two": two, "resumed": resumed, "errors": errors,
-                  "weights": weights}))
+                  "weights": weights, "flips": flips}))
 """
 
 
@@ -255,6 +262,23 @@ def test_a_run_on_two_devices_resumes_on_two(jax_runs):
     assert history["loss"][0] == first_epoch["loss"][0]
     record = model_info(imgrec.load_model(folder / "resumed.last.keras")).training
     assert record["epochs_done"] == 2 and record["devices"] == 2
+
+
+def test_flips_alternate_on_two_devices_and_after_a_resume_onto_two(jax_runs):
+    folder, runs = jax_runs
+    assert runs["flips"]["two"]["distribution"]["devices"] == 2
+    two = imgrec.load_model(folder / "flips_two.keras")
+    assert model_info(two).training["alternate_flips"] and model_info(two).training["devices"] == 2
+    assert "augmentation" not in [layer.name for layer in two.layers]  # no RandomFlip layer
+    resumed_run = runs["flips"]["resumed"]
+    assert resumed_run["epochs_done"] == 2 and resumed_run["distribution"]["devices"] == 2
+    first = model_info(imgrec.load_model(folder / "flips.last.keras")).training
+    resumed = model_info(imgrec.load_model(folder / "flips2.last.keras")).training
+    assert first["alternate_flips"] and "devices" not in first
+    assert resumed["alternate_flips"] and resumed["devices"] == 2
+    assert resumed["augment"] == first["augment"] == "flip"
+    assert resumed["history"]["loss"][0] == first["history"]["loss"][0]
+    assert len(resumed["history"]["loss"]) == 2
 
 
 def test_jax_refuses_what_it_cannot_do(jax_runs):

@@ -93,9 +93,9 @@ class ChapterArchitecture:
         val_split: the fraction of the training images held out for validation when
             the run names none and the data set has a test split of its own to be
             measured on (None: imgrec's default, 0.1; 0: train on all of them).
-        alternate_flips: with ``flip`` augmentation on one device, mirror each training
-            image every other epoch instead of at random (airbench's alternating flip,
-            ``imgrec.training.flips``).
+        alternate_flips: with ``flip`` augmentation, mirror each training image every
+            other epoch instead of at random (airbench's alternating flip,
+            ``imgrec.training.flips``), on one device or several.
     """
 
     name: str

@@ -50,11 +50,7 @@ def train_chapter_network(
     sizes = {"image_size": image_size or None, "folder_size": (default_height, default_width)}
     data, split = _load(dataset, split, architecture.val_split, split_named, sizes)
     augment_spec = parse_augment(augment or architecture.augment)
-    alternate = (
-        architecture.alternate_flips
-        and bool(augment_spec.get("flip"))
-        and not options.placement.distributed
-    )
+    alternate = architecture.alternate_flips and bool(augment_spec.get("flip"))
     in_model = {k: v for k, v in augment_spec.items() if not (alternate and k == "flip")}
     model = create_model(
         architecture.name,
