@@ -82,8 +82,11 @@ def train(
 
     Args:
         dataset: a data set name or path (see ``imgrec datasets``), or a loaded one.
-        arch: a chapter network (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``, ``vgg-bn``), a
-            zoo network for transfer learning (``mobilenet_v2``), or ``conv-vae`` (a VAE).
+        arch: a chapter network (``cifar-cnn``, ``catdog-cnn``, ``mnist-cnn``, ``vgg-bn``),
+            ``fast-cnn`` (the recipe for accuracy per second), a zoo network for transfer
+            learning (``mobilenet_v2``), a 2x super-resolution network (``sr-cnn``,
+            ``sr-resnet``) (``imgrec.models.registry.list_models()`` names all these),
+            ``conv-vae`` (a VAE) or ``acgan`` (a GAN of digits).
         out: the best model (``.keras``; default ``model.keras``, on resume the run's
             own beside ``resume``); ``.last.keras``, ``.history.json``,
             ``.curves.png`` and ``.skipped.json`` go beside it.
