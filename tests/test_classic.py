@@ -82,6 +82,7 @@ def test_flags_and_compare_spec_express_the_same_pipeline():
         ("hog,hog+svm", "hog given twice"),
         ("hog", "expected FEATURES+CLASSIFIER"),
         ("hog+svm:gamma=-1", "gamma=-1"),
+        ("hog:sqrt=yes+svm", "sqrt=yes: must be 0 (off) or 1 (on)"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_part(text, message):
@@ -97,6 +98,26 @@ def test_hog_on_28_pixel_images_uses_4_pixel_cells():
     assert dict(hog.options) == {"cell": 4, "block": 2, "orientations": 9}
     # 7 x 7 cells, 6 x 6 overlapping blocks of 2 x 2 cells, 9 orientations each.
     assert feature_length((hog,), (28, 28, 1)) == 6 * 6 * 2 * 2 * 9
+
+
+def test_hog_sqrt_takes_the_square_root_of_each_pixel_first():
+    (plain,) = resolve_features(parse_features("hog"), (28, 28, 1))
+    (rooted,) = resolve_features(parse_features("hog:sqrt=1"), (28, 28, 1))
+    assert "sqrt" not in dict(plain.options) and dict(rooted.options)["sqrt"] == 1
+    assert str(parse_spec("hog:cell=3:sqrt=1,raw+pca:120+svm:C=5")) == (
+        "hog:cell=3:sqrt=1,raw+pca:120+svm:C=5"
+    )
+    images = load_dataset("digits", progress=False).train.images[:8]
+    plain, rooted = (resolve_features(parse_features(text), images.shape[1:])
+                     for text in ("hog", "hog:sqrt=1"))  # fmt: skip
+    with_root, without = (extract_features(images, part, jobs=1, progress=False)
+                          for part in (rooted, plain))  # fmt: skip
+    # The same as HOG of the square-rooted pixels (HOG's blocks are normalised, so the
+    # scale of the pixels does not matter; rounding them to whole numbers moves a little).
+    rooted_pixels = np.round(np.sqrt(images / 255.0) * 255).astype(np.uint8)
+    by_hand = extract_features(rooted_pixels, plain, jobs=1, progress=False)
+    assert np.abs(with_root - without).mean() > 0.02
+    np.testing.assert_allclose(with_root, by_hand, atol=0.005)
 
 
 def test_histogram_features_are_normalised():

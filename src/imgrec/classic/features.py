@@ -8,7 +8,8 @@ take turns on one core.
 
 - ``hog``: histograms of oriented gradients (Dalal and Triggs), scikit-image's
   ``hog`` with L2-Hys block normalisation; on colour images each pixel's gradient is
-  that of its strongest channel.
+  that of its strongest channel. ``hog:sqrt=1`` takes the square root of each pixel
+  first (scikit-image's ``transform_sqrt``).
 - ``lbp``: uniform local binary patterns of the grey image (rotation-variant
   ``"uniform"`` codes, points + 2 values), one normalised histogram per region of a
   grid x grid layout, so the vector keeps where the textures are.
@@ -164,6 +165,7 @@ def _hog(image: np.ndarray, part: Part) -> np.ndarray:
         pixels_per_cell=(cell, cell),
         cells_per_block=(block, block),
         block_norm="L2-Hys",
+        transform_sqrt=bool(part.option("sqrt")),
         channel_axis=-1 if colour else None,
         feature_vector=True,
     )

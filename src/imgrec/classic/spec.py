@@ -17,7 +17,9 @@ a selection takes its size as a bare number (``kbest:200``, ``pca:100``) or is
 part        options (default)
 =========== ========================================================================
 hog         ``cell`` pixels per cell (about 7 cells across the image, 2 to 8 pixels),
-            ``block`` cells per block (2), ``orientations`` (9)
+            ``block`` cells per block (2), ``orientations`` (9), ``sqrt=1``: the
+            square root of each pixel first (Dalal and Triggs' gamma compression;
+            default off)
 lbp         ``radius`` (1), ``points`` (8 x radius), ``grid`` regions per side (4)
 color-hist  ``bins`` per channel (16)
 raw         ``size``: resize to size x size first (default: the image's own size)
@@ -61,17 +63,24 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _switch(text: str) -> int:
+    if text not in ("0", "1"):
+        raise ValueError("must be 0 (off) or 1 (on)")
+    return int(text)
+
+
 def _gamma(text: str) -> float | str:
     return text if text in ("scale", "auto") else _positive_float(text)
 
 
 # name -> option -> (parser, default); a default of None is decided by the image size
-# (features) or means "no limit" (rf depth).
+# (features), means "no limit" (rf depth) or "off" (hog sqrt), and is left out of specs.
 FEATURES: dict[str, dict[str, tuple[Callable[[str], Value], Value | None]]] = {
     "hog": {
         "cell": (_positive_int, None),
         "block": (_positive_int, 2),
         "orientations": (_positive_int, 9),
+        "sqrt": (_switch, None),
     },
     "lbp": {
         "radius": (_positive_int, 1),
