@@ -65,7 +65,7 @@ CLASSIC_TRAIN = Command(
             default="hog",
             metavar="LIST",
             help="comma-separated hog, lbp, color-hist, raw, each with :option=value parts "
-            "(hog:cell=4:block=2:orientations=9, lbp:radius=1:points=8:grid=4, "
+            "(hog:cell=4:block=2:orientations=9:sqrt=1, lbp:radius=1:points=8:grid=4, "
             "color-hist:bins=16, raw:size=16) (default: hog)",
         ),
         flags.flag(
