@@ -101,15 +101,13 @@ def test_hog_on_28_pixel_images_uses_4_pixel_cells():
 
 
 def test_hog_sqrt_takes_the_square_root_of_each_pixel_first():
-    (plain,) = resolve_features(parse_features("hog"), (28, 28, 1))
-    (rooted,) = resolve_features(parse_features("hog:sqrt=1"), (28, 28, 1))
-    assert "sqrt" not in dict(plain.options) and dict(rooted.options)["sqrt"] == 1
     assert str(parse_spec("hog:cell=3:sqrt=1,raw+pca:120+svm:C=5")) == (
         "hog:cell=3:sqrt=1,raw+pca:120+svm:C=5"
     )
     images = load_dataset("digits", progress=False).train.images[:8]
     plain, rooted = (resolve_features(parse_features(text), images.shape[1:])
                      for text in ("hog", "hog:sqrt=1"))  # fmt: skip
+    assert "sqrt" not in dict(plain[0].options) and dict(rooted[0].options)["sqrt"] == 1
     with_root, without = (extract_features(images, part, jobs=1, progress=False)
                           for part in (rooted, plain))  # fmt: skip
     # The same as HOG of the square-rooted pixels (HOG's blocks are normalised, so the

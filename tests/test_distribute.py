@@ -268,7 +268,8 @@ def test_flips_alternate_on_two_devices_and_after_a_resume_onto_two(jax_runs):
     folder, runs = jax_runs
     assert runs["flips"]["two"]["distribution"]["devices"] == 2
     two = imgrec.load_model(folder / "flips_two.keras")
-    assert model_info(two).training["alternate_flips"] and model_info(two).training["devices"] == 2
+    record = model_info(two).training
+    assert record["alternate_flips"] and record["devices"] == 2
     assert "augmentation" not in [layer.name for layer in two.layers]  # no RandomFlip layer
     resumed_run = runs["flips"]["resumed"]
     assert resumed_run["epochs_done"] == 2 and resumed_run["distribution"]["devices"] == 2
