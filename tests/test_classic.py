@@ -20,7 +20,12 @@ from PIL import Image, ImageDraw
 
 import imgrec
 from imgrec.classic.features import extract_features, feature_length, resolve_features
-from imgrec.classic.pipeline import classic_train, load_classic, sidecar_path
+from imgrec.classic.pipeline import (
+    classic_train,
+    load_classic,
+    sidecar_path,
+    virtual_examples,
+)
 from imgrec.classic.spec import make_spec, parse_features, parse_spec
 from imgrec.cli import main
 from imgrec.core.errors import DatasetError, ModelError, SpecError, UnsafeFileError
@@ -83,6 +88,7 @@ def test_flags_and_compare_spec_express_the_same_pipeline():
         ("hog", "expected FEATURES+CLASSIFIER"),
         ("hog+svm:gamma=-1", "gamma=-1"),
         ("hog:sqrt=yes+svm", "sqrt=yes: must be 0 (off) or 1 (on)"),
+        ("hog+svm:virtual=2", "virtual=2: must be 0 (off) or 1 (on)"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_part(text, message):
@@ -141,6 +147,39 @@ def test_parallel_extraction_keeps_the_order():
 def test_a_cell_larger_than_the_image_is_refused():
     with pytest.raises(SpecError, match="does not fit in 8 x 8"):
         resolve_features(parse_features("hog:cell=8"), (8, 8, 1))
+
+
+def test_virtual_examples_are_each_image_moved_one_pixel_four_ways():
+    images = np.arange(2 * 5 * 5, dtype=np.uint8).reshape(2, 5, 5, 1)
+    moved, labels = virtual_examples(images, np.array([3, 7]))
+    assert moved.shape == (8, 5, 5, 1) and moved.dtype == np.uint8
+    assert labels.tolist() == [3, 7] * 4
+    down, up, right, left = (moved[i * 2 : i * 2 + 2] for i in range(4))
+    np.testing.assert_array_equal(down[:, 1:], images[:, :-1])
+    np.testing.assert_array_equal(up[:, :-1], images[:, 1:])
+    np.testing.assert_array_equal(right[:, :, 1:], images[:, :, :-1])
+    np.testing.assert_array_equal(left[:, :, :-1], images[:, :, 1:])
+
+
+def test_virtual_support_vectors_teach_the_svm_small_shifts(tmp_path):
+    test = load_dataset("digits", progress=False).test
+    errors, results = {}, {}
+    for classifier in ("svm", "svm:virtual=1"):
+        out = tmp_path / f"{classifier.replace(':', '_')}.joblib"
+        results[classifier] = classic_train(
+            "digits", features="raw", classifier=classifier, out=out, jobs=1, progress=False
+        )
+        errors[classifier] = int((load_classic(out).predict(test.images) != test.labels).sum())
+    plain, virtual = results["svm"], results["svm:virtual=1"]
+    assert plain["virtual_images"] == 0 and "virtual" not in plain["seconds"]
+    assert virtual["spec"] == "raw+svm:C=10:gamma=scale:virtual=1"
+    # Four moved copies of each support vector, and the SVM fitted on them too.
+    svm = load_classic(virtual["model"]).estimator.named_steps["classify"]
+    assert virtual["virtual_images"] > 0 and virtual["virtual_images"] % 4 == 0
+    assert svm.shape_fit_[0] == virtual["train_images"] + virtual["virtual_images"]
+    assert virtual["seconds"]["virtual"] > 0
+    # 8 x 8 digits a pixel off are what the plain SVM gets wrong (7 of 359 here; 2 with).
+    assert errors["svm:virtual=1"] < errors["svm"]
 
 
 # Train, save, load

@@ -25,7 +25,10 @@ color-hist  ``bins`` per channel (16)
 raw         ``size``: resize to size x size first (default: the image's own size)
 kbest       the number of features kept (ANOVA F-value, ``SelectKBest``)
 pca         the number of principal components kept
-svm         ``C`` (10), ``gamma`` (``scale``, ``auto`` or a number): RBF ``SVC``
+svm         ``C`` (10), ``gamma`` (``scale``, ``auto`` or a number): RBF ``SVC``;
+            ``virtual=1``: fit again with each support vector's image also moved one
+            pixel up, down, left and right (Decoste and Schoelkopf's virtual support
+            vectors; default off)
 linear-svm  ``C`` (1): ``LinearSVC``
 rf          ``trees`` (200), ``depth`` (unlimited): ``RandomForestClassifier``
 knn         ``k`` (5): ``KNeighborsClassifier``
@@ -74,7 +77,8 @@ def _gamma(text: str) -> float | str:
 
 
 # name -> option -> (parser, default); a default of None is decided by the image size
-# (features), means "no limit" (rf depth) or "off" (hog sqrt), and is left out of specs.
+# (features), means "no limit" (rf depth) or "off" (hog sqrt, svm virtual), and is left
+# out of specs.
 FEATURES: dict[str, dict[str, tuple[Callable[[str], Value], Value | None]]] = {
     "hog": {
         "cell": (_positive_int, None),
@@ -92,7 +96,7 @@ FEATURES: dict[str, dict[str, tuple[Callable[[str], Value], Value | None]]] = {
 }
 SELECTIONS = ("none", "kbest", "pca")
 CLASSIFIERS: dict[str, dict[str, tuple[Callable[[str], Value], Value | None]]] = {
-    "svm": {"C": (_positive_float, 10.0), "gamma": (_gamma, "scale")},
+    "svm": {"C": (_positive_float, 10.0), "gamma": (_gamma, "scale"), "virtual": (_switch, None)},
     "linear-svm": {"C": (_positive_float, 1.0)},
     "rf": {"trees": (_positive_int, 200), "depth": (_positive_int, None)},
     "knn": {"k": (_positive_int, 5)},

@@ -20,13 +20,16 @@ def run_classic_train(args: argparse.Namespace) -> int:
     if result["skipped"]:
         print(f"{len(result['skipped'])} files skipped")
     seconds = result["seconds"]
+    virtual = result["virtual_images"]
     print(
         f"{result['spec']}: {result['features']:,} features per image, "
         f"{result['train_images']:,} training images"
+        + (f" and {virtual:,} virtual ones" if virtual else "")
     )
     print(
         f"features {seconds['features']:.1f} s, fit {seconds['fit']:.1f} s, "
-        f"total {seconds['total']:.1f} s"
+        + (f"virtual {seconds['virtual']:.1f} s, " if virtual else "")
+        + f"total {seconds['total']:.1f} s"
     )
     if result["val_accuracy"] is not None:
         print(f"validation accuracy {result['val_accuracy']:.2%}")
@@ -78,8 +81,9 @@ CLASSIC_TRAIN = Command(
             "--classifier",
             default="svm",
             metavar="SPEC",
-            help="svm[:C=10:gamma=scale], linear-svm[:C=1], rf[:trees=200:depth=D], knn[:k=5] "
-            "or logreg[:C=1] (default: svm, an RBF SVM)",
+            help="svm[:C=10:gamma=scale:virtual=1], linear-svm[:C=1], rf[:trees=200:depth=D], "
+            "knn[:k=5] or logreg[:C=1] (default: svm, an RBF SVM; virtual=1 fits again with "
+            "the support vectors moved a pixel each way)",
         ),
         flags.IMAGE_SIZE.but(help="N or HxW for photos (default 64x64)"),
         flags.JOBS,
